@@ -1,0 +1,334 @@
+//! The store traits every backend implements.
+//!
+//! A store keeps opaque bytes under a key until an expiry. It never sees tokens (only the
+//! store key derived from them), never sees values (only what the codec made of them), and
+//! never returns an entry whose expiry has passed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::{Error, Result};
+
+/// One stored session as [`IterableStore::all`] hands it back: the store key and the bytes.
+pub type Entry = (String, Vec<u8>);
+
+/// What a store can do beyond find / commit / delete. The conformance suite reads these to
+/// decide which trials run; a trial a store cannot run is shown as ignored with the reason.
+///
+/// ```
+/// use scs_core::Capabilities;
+/// use std::time::Duration;
+///
+/// let caps = Capabilities::new().with_iterate().with_touch();
+/// assert!(caps.iterate && caps.touch && !caps.native_ttl);
+/// assert_eq!(caps.expiry_resolution, Duration::from_millis(1));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// [`IterableStore::all`] is available ([`Store::as_iterable`] returns `Some`).
+    pub iterate: bool,
+    /// The backend expires entries itself (a TTL), rather than a cleanup task.
+    pub native_ttl: bool,
+    /// [`Store::touch`] extends an expiry without rewriting the data.
+    pub touch: bool,
+    /// The finest expiry the backend keeps (1 ms unless the backend is coarser).
+    pub expiry_resolution: Duration,
+}
+
+impl Capabilities {
+    /// Nothing beyond the three basic operations, with millisecond expiry.
+    pub const fn new() -> Self {
+        Self {
+            iterate: false,
+            native_ttl: false,
+            touch: false,
+            expiry_resolution: Duration::from_millis(1),
+        }
+    }
+
+    /// Declares [`IterableStore`].
+    #[must_use]
+    pub const fn with_iterate(mut self) -> Self {
+        self.iterate = true;
+        self
+    }
+
+    /// Declares native expiry.
+    #[must_use]
+    pub const fn with_native_ttl(mut self) -> Self {
+        self.native_ttl = true;
+        self
+    }
+
+    /// Declares [`Store::touch`].
+    #[must_use]
+    pub const fn with_touch(mut self) -> Self {
+        self.touch = true;
+        self
+    }
+
+    /// Declares a coarser expiry resolution (etcd leases: whole seconds).
+    #[must_use]
+    pub const fn with_expiry_resolution(mut self, resolution: Duration) -> Self {
+        self.expiry_resolution = resolution;
+        self
+    }
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A session store: bytes under a key until an expiry.
+///
+/// Implementations are cheap to share (`Arc<dyn Store>` works) and must:
+/// - never return an entry whose expiry has passed, even before any cleanup ran;
+/// - make [`commit`](Store::commit) an upsert that replaces data *and* expiry;
+/// - treat [`delete`](Store::delete) of a missing key as success;
+/// - map their driver's errors into [`Error`] with the source kept.
+///
+/// A minimal store (a single map, for illustration; use `scs-memstore` for real):
+///
+/// ```
+/// use scs_core::{async_trait, Result, Store};
+/// use std::collections::HashMap;
+/// use std::sync::Mutex;
+/// use time::OffsetDateTime;
+///
+/// #[derive(Default)]
+/// struct MapStore(Mutex<HashMap<String, (Vec<u8>, OffsetDateTime)>>);
+///
+/// #[async_trait]
+/// impl Store for MapStore {
+///     fn backend(&self) -> &'static str { "map" }
+///
+///     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
+///         let map = self.0.lock().unwrap();
+///         Ok(map.get(key)
+///             .filter(|(_, exp)| *exp > OffsetDateTime::now_utc())
+///             .map(|(data, _)| data.clone()))
+///     }
+///
+///     async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
+///         self.0.lock().unwrap().insert(key.to_owned(), (data.to_vec(), expiry));
+///         Ok(())
+///     }
+///
+///     async fn delete(&self, key: &str) -> Result<()> {
+///         self.0.lock().unwrap().remove(key);
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The backend's short name (`"memory"`, `"postgres"`, ...), for errors and metrics.
+    fn backend(&self) -> &'static str;
+
+    /// What this store can do beyond the basics.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new()
+    }
+
+    /// The bytes under `key`, or `None` when there are none or they have expired.
+    async fn find(&self, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Stores `data` under `key` until `expiry`, replacing data and expiry of an existing
+    /// entry. An expiry in the past must leave no live entry behind.
+    async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()>;
+
+    /// Removes `key`. A missing key is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Moves the expiry of a live entry to `expiry` without rewriting its data. Returns
+    /// `false` when there was no live entry. Stores that declare
+    /// [`Capabilities::touch`] implement it; the default says it is unsupported.
+    async fn touch(&self, key: &str, expiry: OffsetDateTime) -> Result<bool> {
+        let _ = (key, expiry);
+        Err(Error::unsupported(self.backend(), "touch"))
+    }
+
+    /// This store as an [`IterableStore`], when it is one.
+    fn as_iterable(&self) -> Option<&dyn IterableStore> {
+        None
+    }
+}
+
+/// A store that can list every live session.
+#[async_trait]
+pub trait IterableStore: Store {
+    /// Every unexpired entry: store key and bytes. Empty (not an error) when there are
+    /// none.
+    async fn all(&self) -> Result<Vec<Entry>>;
+}
+
+/// Per-request context handed to a [`CtxStore`]: the request's deadline, and its
+/// extensions (a tenant id, a trace context, ...).
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    deadline: Option<Instant>,
+    extensions: http::Extensions,
+}
+
+impl Context {
+    /// An empty context: no deadline, no extensions.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the instant by which the request wants an answer.
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Sets the extensions (usually the request's).
+    #[must_use]
+    pub fn with_extensions(mut self, extensions: http::Extensions) -> Self {
+        self.extensions = extensions;
+        self
+    }
+
+    /// The request's deadline, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Time left before the deadline (zero once passed); `None` without a deadline.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// The request's extensions.
+    pub fn extensions(&self) -> &http::Extensions {
+        &self.extensions
+    }
+}
+
+/// A store whose operations see the per-request [`Context`]. Every [`Store`] is one for
+/// free (it ignores the context); implement this directly when the backend needs the
+/// request, e.g. to pick a tenant's database.
+#[async_trait]
+pub trait CtxStore: Send + Sync + 'static {
+    /// The backend's short name.
+    fn backend(&self) -> &'static str;
+
+    /// What this store can do beyond the basics.
+    fn capabilities(&self) -> Capabilities;
+
+    /// [`Store::find`] with context.
+    async fn find_ctx(&self, ctx: &Context, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// [`Store::commit`] with context.
+    async fn commit_ctx(
+        &self,
+        ctx: &Context,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+    ) -> Result<()>;
+
+    /// [`Store::delete`] with context.
+    async fn delete_ctx(&self, ctx: &Context, key: &str) -> Result<()>;
+
+    /// [`Store::touch`] with context.
+    async fn touch_ctx(&self, ctx: &Context, key: &str, expiry: OffsetDateTime) -> Result<bool>;
+
+    /// This store as an [`IterableCtxStore`], when it can iterate.
+    fn as_iterable_ctx(&self) -> Option<&dyn IterableCtxStore>;
+}
+
+/// A [`CtxStore`] that can list every live session.
+#[async_trait]
+pub trait IterableCtxStore: CtxStore {
+    /// [`IterableStore::all`] with context.
+    async fn all_ctx(&self, ctx: &Context) -> Result<Vec<Entry>>;
+}
+
+#[async_trait]
+impl<S: Store> CtxStore for S {
+    fn backend(&self) -> &'static str {
+        Store::backend(self)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Store::capabilities(self)
+    }
+
+    async fn find_ctx(&self, _ctx: &Context, key: &str) -> Result<Option<Vec<u8>>> {
+        self.find(key).await
+    }
+
+    async fn commit_ctx(
+        &self,
+        _ctx: &Context,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+    ) -> Result<()> {
+        self.commit(key, data, expiry).await
+    }
+
+    async fn delete_ctx(&self, _ctx: &Context, key: &str) -> Result<()> {
+        self.delete(key).await
+    }
+
+    async fn touch_ctx(&self, _ctx: &Context, key: &str, expiry: OffsetDateTime) -> Result<bool> {
+        self.touch(key, expiry).await
+    }
+
+    fn as_iterable_ctx(&self) -> Option<&dyn IterableCtxStore> {
+        self.as_iterable().map(|_| self as &dyn IterableCtxStore)
+    }
+}
+
+#[async_trait]
+impl<S: Store> IterableCtxStore for S {
+    async fn all_ctx(&self, _ctx: &Context) -> Result<Vec<Entry>> {
+        match self.as_iterable() {
+            Some(it) => it.all().await,
+            None => Err(Error::unsupported(Store::backend(self), "iteration")),
+        }
+    }
+}
+
+// Shared handles are stores too, so `Arc<dyn Store>` (what a URL opener returns) plugs in
+// wherever a store is expected.
+#[async_trait]
+impl<S: Store + ?Sized> Store for Arc<S> {
+    fn backend(&self) -> &'static str {
+        (**self).backend()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+
+    async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        (**self).find(key).await
+    }
+
+    async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
+        (**self).commit(key, data, expiry).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        (**self).delete(key).await
+    }
+
+    async fn touch(&self, key: &str, expiry: OffsetDateTime) -> Result<bool> {
+        (**self).touch(key, expiry).await
+    }
+
+    fn as_iterable(&self) -> Option<&dyn IterableStore> {
+        (**self).as_iterable()
+    }
+}

@@ -1,0 +1,310 @@
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use scs_core::time::OffsetDateTime;
+use scs_core::{Capabilities, Entry, IterableStore, Result, Store, async_trait};
+use scs_tokio::CleanupTask;
+
+use crate::BACKEND;
+
+/// Default interval of the expired-entry cleanup.
+const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// An in-process session store: a sharded hash map, so that a multi-threaded runtime does
+/// not serialize on one lock.
+///
+/// Expiry is checked on every read; a background task removes expired entries (every
+/// minute by default). Cloning is cheap and clones share the same map. Dropping the last
+/// clone stops the task.
+///
+/// ```
+/// # #[tokio::main] async fn main() -> scs_core::Result<()> {
+/// use scs_core::Store;
+/// use scs_memstore::MemoryStore;
+/// use std::time::Duration;
+///
+/// let store = MemoryStore::builder()
+///     .cleanup_interval(Some(Duration::from_secs(30)))
+///     .build()?;
+/// let expiry = scs_core::time::OffsetDateTime::now_utc() + Duration::from_secs(60);
+/// store.commit("key", b"data", expiry).await?;
+/// assert_eq!(store.find("key").await?.as_deref(), Some(&b"data"[..]));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+    cleanup: Option<Arc<CleanupTask>>,
+}
+
+struct Inner {
+    shards: Box<[RwLock<HashMap<String, Item>>]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+struct Item {
+    data: Box<[u8]>,
+    /// Unix nanoseconds.
+    expiry: i128,
+}
+
+impl Inner {
+    fn shard(&self, key: &str) -> &RwLock<HashMap<String, Item>> {
+        // The shard count is a power of two.
+        let h = self.hasher.hash_one(key) as usize;
+        &self.shards[h & (self.shards.len() - 1)]
+    }
+
+    fn remove_expired(&self) -> u64 {
+        let now = now_nanos();
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut map = shard.write();
+            let before = map.len();
+            map.retain(|_, item| item.expiry > now);
+            removed += (before - map.len()) as u64;
+        }
+        removed
+    }
+}
+
+fn now_nanos() -> i128 {
+    OffsetDateTime::now_utc().unix_timestamp_nanos()
+}
+
+impl MemoryStore {
+    /// A store with the defaults: 64 shards, cleanup every minute when built inside a
+    /// Tokio runtime. Outside a runtime there is no cleanup task (expired entries are
+    /// still never returned); use [`builder`](Self::builder) to make that an error.
+    pub fn new() -> Self {
+        let builder = Self::builder();
+        if tokio_runtime_available() {
+            if let Ok(store) = builder.build() {
+                return store;
+            }
+        }
+        Self::builder().cleanup_interval(None).build_unchecked()
+    }
+
+    /// A builder for the shard count and cleanup interval.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder {
+            shards: 64,
+            cleanup_interval: Some(DEFAULT_CLEANUP_INTERVAL),
+        }
+    }
+
+    /// Stops the cleanup task. Returns at once; calling it twice is fine.
+    pub fn stop_cleanup(&self) {
+        if let Some(task) = &self.cleanup {
+            task.stop();
+        }
+    }
+
+    /// Removes every expired entry now and returns how many went.
+    pub fn remove_expired(&self) -> u64 {
+        self.inner.remove_expired()
+    }
+
+    /// How many entries are held, expired ones included.
+    pub fn len(&self) -> usize {
+        self.inner.shards.iter().map(|s| s.read().len()).sum()
+    }
+
+    /// True when no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn tokio_runtime_available() -> bool {
+    scs_tokio::runtime_available()
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("shards", &self.inner.shards.len())
+            .field("cleanup", &self.cleanup.is_some())
+            .finish()
+    }
+}
+
+/// Options of a [`MemoryStore`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct MemoryStoreBuilder {
+    shards: usize,
+    cleanup_interval: Option<Duration>,
+}
+
+impl MemoryStoreBuilder {
+    /// How many independently locked shards (rounded up to a power of two; default 64).
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    /// How often expired entries are removed; `None` for no cleanup task (default: one
+    /// minute).
+    pub fn cleanup_interval(mut self, interval: Option<Duration>) -> Self {
+        self.cleanup_interval = interval;
+        self
+    }
+
+    /// Builds the store and starts the cleanup task.
+    ///
+    /// # Errors
+    /// [`scs_core::ErrorKind::Config`] when a cleanup interval is set and no Tokio runtime
+    /// is running, or the interval is zero.
+    pub fn build(self) -> Result<MemoryStore> {
+        let interval = self.cleanup_interval;
+        let mut store = self.build_unchecked();
+        if let Some(interval) = interval {
+            let inner = store.inner.clone();
+            let task = CleanupTask::spawn(BACKEND, interval, move || {
+                let inner = inner.clone();
+                async move { Ok(inner.remove_expired()) }
+            })?;
+            store.cleanup = Some(Arc::new(task));
+        }
+        Ok(store)
+    }
+
+    fn build_unchecked(self) -> MemoryStore {
+        let n = self.shards.clamp(1, 1 << 16).next_power_of_two();
+        let shards = (0..n).map(|_| RwLock::new(HashMap::new())).collect();
+        MemoryStore {
+            inner: Arc::new(Inner {
+                shards,
+                hasher: Default::default(),
+            }),
+            cleanup: None,
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new().with_iterate().with_touch()
+    }
+
+    async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let now = now_nanos();
+        let map = self.inner.shard(key).read();
+        Ok(map
+            .get(key)
+            .filter(|item| item.expiry > now)
+            .map(|item| item.data.to_vec()))
+    }
+
+    async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
+        let expiry = expiry.unix_timestamp_nanos();
+        let mut map = self.inner.shard(key).write();
+        if expiry <= now_nanos() {
+            // Already expired: leave nothing live behind.
+            map.remove(key);
+            return Ok(());
+        }
+        let item = Item {
+            data: data.into(),
+            expiry,
+        };
+        match map.get_mut(key) {
+            Some(existing) => *existing = item,
+            None => {
+                map.insert(key.to_owned(), item);
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.inner.shard(key).write().remove(key);
+        Ok(())
+    }
+
+    async fn touch(&self, key: &str, expiry: OffsetDateTime) -> Result<bool> {
+        let now = now_nanos();
+        let mut map = self.inner.shard(key).write();
+        match map.get_mut(key) {
+            Some(item) if item.expiry > now => {
+                item.expiry = expiry.unix_timestamp_nanos();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn as_iterable(&self) -> Option<&dyn IterableStore> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl IterableStore for MemoryStore {
+    async fn all(&self) -> Result<Vec<Entry>> {
+        let now = now_nanos();
+        let mut out = Vec::new();
+        for shard in self.inner.shards.iter() {
+            let map = shard.read();
+            out.extend(
+                map.iter()
+                    .filter(|(_, item)| item.expiry > now)
+                    .map(|(k, item)| (k.clone(), item.data.to_vec())),
+            );
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_the_last_clone_stops_cleanup() {
+        let store = MemoryStore::builder()
+            .cleanup_interval(Some(Duration::from_millis(10)))
+            .build()
+            .unwrap();
+        let task = Arc::downgrade(store.cleanup.as_ref().unwrap());
+        let clone = store.clone();
+        drop(store);
+        assert!(task.upgrade().is_some_and(|t| !t.is_stopped()));
+        drop(clone);
+        assert!(task.upgrade().is_none(), "the task handle went with the store");
+    }
+
+    #[test]
+    fn new_outside_a_runtime_has_no_cleanup_and_builder_says_why() {
+        let store = MemoryStore::new();
+        assert!(store.cleanup.is_none());
+        let err = MemoryStore::builder().build().unwrap_err();
+        assert_eq!(err.kind(), scs_core::ErrorKind::Config);
+        let ok = MemoryStore::builder().cleanup_interval(None).build();
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn shard_count_is_a_power_of_two() {
+        let s = MemoryStore::builder().shards(5).cleanup_interval(None).build().unwrap();
+        assert_eq!(s.inner.shards.len(), 8);
+        let s = MemoryStore::builder().shards(0).cleanup_interval(None).build().unwrap();
+        assert_eq!(s.inner.shards.len(), 1);
+    }
+}

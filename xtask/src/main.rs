@@ -1,0 +1,64 @@
+//! `cargo xtask <command>`: developer tasks for the scs workspace.
+//!
+//! Each command lives in its own module with a `main(args) -> Result<ExitCode>`; `run` below is
+//! the one place that maps command names to modules.
+
+mod services;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [args...]
+
+commands:
+  services up|down|status [name...]
+                   start, stop or list the server backends the store tests use
+                   (`cargo xtask services help` for details)
+  protoc-path      print the path of the vendored protoc binary (for PROTOC)
+  protoc-include   print the vendored protobuf include dir (google/protobuf/*.proto)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> anyhow::Result<ExitCode> {
+    let Some((command, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return Ok(ExitCode::from(2));
+    };
+    match command.as_str() {
+        "services" => services::main(rest),
+        "protoc-path" => {
+            let path = protoc_bin_vendored::protoc_bin_path()
+                .context("no vendored protoc for this platform; install protobuf-compiler")?;
+            println!("{}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        "protoc-include" => {
+            let path = protoc_bin_vendored::include_path().context(
+                "no vendored protobuf includes for this platform; install libprotobuf-dev",
+            )?;
+            println!("{}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        // Room for: "test", "bench", "check-stores", "new-store" (one module each).
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => {
+            eprint!("xtask: unknown command `{other}`\n\n{USAGE}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
