@@ -1,1 +1,23 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+mod config;
+#[cfg(feature = "axum")]
+mod extract;
+mod layer;
+mod manager;
+mod session;
+mod sessions;
+mod transport;
+
+pub use config::{CodecKind, CookieConfig, SameSite, SessionConfig, TokenTransport};
+#[cfg(feature = "axum")]
+pub use extract::SessionRejection;
+pub use layer::{LoadAndSave, LoadAndSaveService, ResponseBody};
+pub use manager::{ErrorHandler, SessionManager, SessionManagerBuilder, default_error_handler};
+pub use scs_core::{
+    self as core, Capabilities, Codec, Context, CtxStore, Error, ErrorKind, IterableCtxStore,
+    IterableStore, JsonCodec, MsgPackCodec, Result, SessionData, Status, Store, Value, Values,
+    time, token,
+};
+pub use session::Session;
+pub use sessions::Sessions;

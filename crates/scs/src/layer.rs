@@ -1,0 +1,195 @@
+//! The `LoadAndSave` tower layer: load the session before the handler, save it after.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use scs_core::Context;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{Session, SessionManager, Sessions, transport};
+
+/// The tower [`Layer`] that loads a session before the inner service runs and commits it
+/// (or deletes it) after, setting the cookie. Works with axum 0.8 (`Router::layer`), bare
+/// hyper 1 (through `hyper_util::service::TowerToHyperService`) and any tower stack.
+///
+/// Per request: adds `Vary: Cookie`; reads the token; loads the session (a store or codec
+/// failure answers the error handler's response and the inner service is not called);
+/// runs the inner service; then, by status: modified → commit, `Set-Cookie` and
+/// `Cache-Control: no-cache="Set-Cookie"`; destroyed → the deletion cookie; unmodified → no
+/// store write and no cookie (with an idle timeout, the expiry slides). A commit failure
+/// replaces the whole response with the error handler's. The body passes through
+/// untouched: streaming, SSE and upgrades work, and the cookie is set before the first
+/// byte.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use scs::{Session, SessionManager};
+/// use scs_memstore::MemoryStore;
+///
+/// async fn put(session: Session) -> &'static str {
+///     session.put("message", "Hello from a session!").unwrap();
+///     "stored"
+/// }
+///
+/// async fn get_message(session: Session) -> String {
+///     session.get_string("message").unwrap_or_default()
+/// }
+///
+/// # #[tokio::main] async fn main() {
+/// let manager = SessionManager::new(MemoryStore::new());
+/// let app: Router = Router::new()
+///     .route("/put", get(put))
+///     .route("/get", get(get_message))
+///     .layer(manager.layer());
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct LoadAndSave {
+    manager: SessionManager,
+}
+
+impl LoadAndSave {
+    /// The layer for `manager`.
+    pub fn new(manager: SessionManager) -> Self {
+        Self { manager }
+    }
+}
+
+impl<S> Layer<S> for LoadAndSave {
+    type Service = LoadAndSaveService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        LoadAndSaveService {
+            inner,
+            manager: self.manager.clone(),
+        }
+    }
+}
+
+/// The service made by [`LoadAndSave`].
+#[derive(Clone, Debug)]
+pub struct LoadAndSaveService<S> {
+    inner: S,
+    manager: SessionManager,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for LoadAndSaveService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        // The clone is ready only after its own poll_ready; keep the one we polled.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let manager = self.manager.clone();
+        Box::pin(async move {
+            let token = transport::read(&manager, req.headers());
+            let ctx = Context::new().with_extensions(req.extensions().clone());
+            let session = match manager.load_with_context(token.as_deref(), ctx).await {
+                Ok(session) => session,
+                Err(error) => return Ok(error_response(&manager, &error)),
+            };
+            add_session(&mut req, session.clone());
+            let mut res = inner.call(req).await?;
+            transport::add_vary(&manager, res.headers_mut());
+            match manager.finish(&session, res.headers_mut()).await {
+                Ok(()) => Ok(res.map(ResponseBody::inner)),
+                Err(error) => Ok(error_response(&manager, &error)),
+            }
+        })
+    }
+}
+
+fn add_session<B>(req: &mut Request<B>, session: Session) {
+    let ext = req.extensions_mut();
+    match ext.get_mut::<Sessions>() {
+        Some(sessions) => sessions.push(session),
+        None => {
+            ext.insert(Sessions::one(session));
+        }
+    }
+}
+
+fn error_response<B>(manager: &SessionManager, error: &scs_core::Error) -> Response<ResponseBody<B>> {
+    let mut res = manager.error_response(error);
+    transport::add_vary(manager, res.headers_mut());
+    res.map(ResponseBody::full)
+}
+
+pin_project! {
+    /// The response body of [`LoadAndSaveService`]: the inner service's body untouched,
+    /// or the error handler's.
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Inner { #[pin] body: B },
+        Full { data: Option<Bytes> },
+    }
+}
+
+impl<B> ResponseBody<B> {
+    fn inner(body: B) -> Self {
+        Self { kind: Kind::Inner { body } }
+    }
+
+    fn full(data: Bytes) -> Self {
+        Self { kind: Kind::Full { data: Some(data) } }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Full { data } => {
+                Poll::Ready(data.take().filter(|d| !d.is_empty()).map(|d| Ok(Frame::data(d))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Full { data } => data.as_ref().is_none_or(Bytes::is_empty),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! The per-request session handle and its operations.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use scs_core::time::OffsetDateTime;
+use scs_core::{Context, SessionData, Status, Value, token};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{Result, SessionManager};
+
+/// Key of the remember-me flag among the values. Keys with the `__scs.` prefix are
+/// internal: [`Session::keys`] does not list them.
+pub(crate) const REMEMBER_ME_KEY: &str = "__scs.remember_me";
+const INTERNAL_PREFIX: &str = "__scs.";
+
+/// One request's session: read and change it with synchronous calls; only the calls that
+/// reach the store (`destroy`, `renew_token`, `merge_session`, `commit`) are `async`.
+///
+/// Cheap to clone; clones share the same data. In axum, take it as an extractor:
+///
+/// ```
+/// async fn handler(session: scs::Session) -> String {
+///     let visits = session.get::<u64>("visits").unwrap_or(0) + 1;
+///     session.put("visits", &visits).unwrap();
+///     format!("visit number {visits}")
+/// }
+/// ```
+///
+/// Status rules are those of Go's scs: `put` always marks the session modified; `pop`,
+/// `remove` and `clear` only when they removed something; reads never do.
+#[derive(Clone)]
+pub struct Session {
+    pub(crate) inner: Arc<SessionInner>,
+}
+
+pub(crate) struct SessionInner {
+    pub(crate) manager: SessionManager,
+    pub(crate) ctx: Context,
+    pub(crate) state: Mutex<State>,
+}
+
+pub(crate) struct State {
+    /// The raw token; empty until the first commit (or for sessions handed out by
+    /// `iterate`, whose raw token the server never knows when hashing is on).
+    pub(crate) token: String,
+    /// The store key of the current token, computed once.
+    pub(crate) key: Option<String>,
+    pub(crate) data: SessionData,
+    pub(crate) status: Status,
+    /// The session came from the store in this request (so an idle timeout slides it).
+    pub(crate) from_store: bool,
+}
+
+impl State {
+    pub(crate) fn fresh(manager: &SessionManager) -> Self {
+        Self {
+            token: String::new(),
+            key: None,
+            data: SessionData::new(manager.new_deadline()),
+            status: Status::Unmodified,
+            from_store: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token, never the values.
+        let state = self.inner.state.lock();
+        f.debug_struct("Session")
+            .field("cookie", &self.inner.manager.config().cookie.name)
+            .field("status", &state.status)
+            .field("has_token", &!state.token.is_empty())
+            .field("deadline", &state.data.deadline)
+            .field("values", &state.data.values.len())
+            .finish()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(manager: SessionManager, ctx: Context, state: State) -> Self {
+        Self {
+            inner: Arc::new(SessionInner {
+                manager,
+                ctx,
+                state: Mutex::new(state),
+            }),
+        }
+    }
+
+    /// The manager this session belongs to.
+    pub fn manager(&self) -> &SessionManager {
+        &self.inner.manager
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Writing values
+
+    /// Stores `value` under `key` (replacing any value) and marks the session modified.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Codec`](crate::ErrorKind::Codec) when the value's `Serialize`
+    /// implementation fails; the session is then unchanged.
+    pub fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        let value = Value::from_serialize(value)?;
+        let mut state = self.inner.state.lock();
+        state.data.values.insert(key.to_owned(), value);
+        state.status = Status::Modified;
+        Ok(())
+    }
+
+    /// Stores bytes as bytes (rather than as a list of numbers), for
+    /// [`get_bytes`](Self::get_bytes).
+    pub fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        self.put(key, serde_bytes::Bytes::new(bytes))
+    }
+
+    /// Removes `key`. Marks the session modified only when the key existed.
+    pub fn remove(&self, key: &str) {
+        let mut state = self.inner.state.lock();
+        if state.data.values.remove(key).is_some() {
+            state.status = Status::Modified;
+        }
+    }
+
+    /// Removes every value. Marks the session modified only when there were values.
+    pub fn clear(&self) {
+        let mut state = self.inner.state.lock();
+        if !state.data.values.is_empty() {
+            state.data.values.clear();
+            state.status = Status::Modified;
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Reading values
+
+    /// The value under `key` as `T`; `None` when missing *or* of another type. Never
+    /// panics and never changes the status.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        self.try_get(key).ok().flatten()
+    }
+
+    /// The value under `key` as `T`, `Ok(None)` when missing, or the decode error when the
+    /// stored value is not a `T`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Codec`](crate::ErrorKind::Codec) when the value has another type.
+    pub fn try_get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let state = self.inner.state.lock();
+        state.data.values.get(key).map(Value::to).transpose()
+    }
+
+    /// A string value.
+    pub fn get_string(&self, key: &str) -> Option<String> {
+        self.get(key)
+    }
+
+    /// A boolean value.
+    pub fn get_bool(&self, key: &str) -> Option<bool> {
+        self.get(key)
+    }
+
+    /// An integer value (any integer that fits an `i64`).
+    pub fn get_i64(&self, key: &str) -> Option<i64> {
+        self.get(key)
+    }
+
+    /// A floating-point value (integers are read as floats too).
+    pub fn get_f64(&self, key: &str) -> Option<f64> {
+        self.get(key)
+    }
+
+    /// A bytes value (stored with [`put_bytes`](Self::put_bytes), or a list of small
+    /// numbers).
+    pub fn get_bytes(&self, key: &str) -> Option<Vec<u8>> {
+        self.get::<serde_bytes::ByteBuf>(key).map(|b| b.into_vec())
+    }
+
+    /// A timestamp value.
+    pub fn get_time(&self, key: &str) -> Option<OffsetDateTime> {
+        self.get(key)
+    }
+
+    /// Removes `key` and returns its value as `T`; for one-time "flash" messages. Marks
+    /// the session modified only when the key existed. A value of another type is removed
+    /// all the same, and `None` returned.
+    pub fn pop<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        let mut state = self.inner.state.lock();
+        let value = state.data.values.remove(key)?;
+        state.status = Status::Modified;
+        value.to().ok()
+    }
+
+    /// [`pop`](Self::pop) a string.
+    pub fn pop_string(&self, key: &str) -> Option<String> {
+        self.pop(key)
+    }
+
+    /// [`pop`](Self::pop) a boolean.
+    pub fn pop_bool(&self, key: &str) -> Option<bool> {
+        self.pop(key)
+    }
+
+    /// [`pop`](Self::pop) an integer.
+    pub fn pop_i64(&self, key: &str) -> Option<i64> {
+        self.pop(key)
+    }
+
+    /// [`pop`](Self::pop) a float.
+    pub fn pop_f64(&self, key: &str) -> Option<f64> {
+        self.pop(key)
+    }
+
+    /// [`pop`](Self::pop) bytes.
+    pub fn pop_bytes(&self, key: &str) -> Option<Vec<u8>> {
+        self.pop::<serde_bytes::ByteBuf>(key).map(|b| b.into_vec())
+    }
+
+    /// [`pop`](Self::pop) a timestamp.
+    pub fn pop_time(&self, key: &str) -> Option<OffsetDateTime> {
+        self.pop(key)
+    }
+
+    /// True when `key` holds a value.
+    pub fn exists(&self, key: &str) -> bool {
+        self.inner.state.lock().data.values.contains_key(key)
+    }
+
+    /// The keys, sorted, without internal ones (such as the remember-me flag).
+    pub fn keys(&self) -> Vec<String> {
+        let state = self.inner.state.lock();
+        state
+            .data
+            .values
+            .keys()
+            .filter(|k| !k.starts_with(INTERNAL_PREFIX))
+            .cloned()
+            .collect()
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Lifecycle
+
+    /// Where the session stands: unmodified, modified or destroyed.
+    pub fn status(&self) -> Status {
+        self.inner.state.lock().status
+    }
+
+    /// The session token, as the client sees it. Empty until the session is first
+    /// committed (and for sessions handed out by [`SessionManager::iterate`] while token
+    /// hashing is on, whose raw token the server never knew).
+    pub fn token(&self) -> String {
+        self.inner.state.lock().token.clone()
+    }
+
+    /// The absolute deadline of the session.
+    pub fn deadline(&self) -> OffsetDateTime {
+        self.inner.state.lock().data.deadline
+    }
+
+    /// Moves the absolute deadline and marks the session modified.
+    pub fn set_deadline(&self, deadline: OffsetDateTime) {
+        let mut state = self.inner.state.lock();
+        state.data.deadline = deadline;
+        state.status = Status::Modified;
+    }
+
+    /// With `true`, the cookie gets `Expires`/`Max-Age` even when the manager's cookie
+    /// does not persist ("remember me" at login). Marks the session modified.
+    pub fn remember_me(&self, remember: bool) {
+        let mut state = self.inner.state.lock();
+        // A bool always serializes.
+        if let Ok(v) = Value::from_serialize(&remember) {
+            state.data.values.insert(REMEMBER_ME_KEY.to_owned(), v);
+        }
+        state.status = Status::Modified;
+    }
+
+    pub(crate) fn remembered(&self) -> bool {
+        let state = self.inner.state.lock();
+        state
+            .data
+            .values
+            .get(REMEMBER_ME_KEY)
+            .and_then(|v| v.to::<bool>().ok())
+            .unwrap_or(false)
+    }
+
+    /// Deletes the session from the store now and resets it: no token, no values, a new
+    /// lifetime, status destroyed (the response deletes the cookie). Later calls in the
+    /// same request act on a fresh session: a `put` after `destroy` commits a new token.
+    ///
+    /// # Errors
+    /// The store's error; the session is then left as it was.
+    pub async fn destroy(&self) -> Result<()> {
+        let key = self.inner.state.lock().key.clone();
+        if let Some(key) = key {
+            self.inner.manager.store_delete(&self.inner.ctx, &key).await?;
+        }
+        let mut state = self.inner.state.lock();
+        *state = State::fresh(&self.inner.manager);
+        state.status = Status::Destroyed;
+        Ok(())
+    }
+
+    /// Gives the session a new token, keeping its data: the old token is removed from the
+    /// store, the deadline starts a new lifetime, and the session is marked modified.
+    /// Call it at every privilege change (login, logout) against session fixation.
+    ///
+    /// # Errors
+    /// The store's error when deleting the old token; the session is then unchanged.
+    pub async fn renew_token(&self) -> Result<()> {
+        let old_key = self.inner.state.lock().key.clone();
+        if let Some(key) = old_key {
+            self.inner.manager.store_delete(&self.inner.ctx, &key).await?;
+        }
+        let new_token = token::try_generate()?;
+        let manager = &self.inner.manager;
+        let mut state = self.inner.state.lock();
+        state.key = Some(manager.store_key(&new_token));
+        state.token = new_token;
+        state.data.deadline = manager.new_deadline();
+        state.status = Status::Modified;
+        Ok(())
+    }
+
+    /// Merges the session of `other_token` into this one: its values win over ours, the
+    /// later deadline wins, and the other session is deleted from the store. Merging with
+    /// ourselves, or with a token the store does not know, does nothing.
+    ///
+    /// # Errors
+    /// The store's or codec's error.
+    pub async fn merge_session(&self, other_token: &str) -> Result<()> {
+        if !token::is_valid(other_token) || self.inner.state.lock().token == other_token {
+            return Ok(());
+        }
+        let manager = &self.inner.manager;
+        let key = manager.store_key(other_token);
+        let Some(bytes) = manager.store_find(&self.inner.ctx, &key).await? else {
+            return Ok(());
+        };
+        let other = manager.codec().decode(&bytes)?;
+        {
+            let mut state = self.inner.state.lock();
+            if other.deadline > state.data.deadline {
+                state.data.deadline = other.deadline;
+            }
+            state.data.values.extend(other.values);
+            state.status = Status::Modified;
+        }
+        manager.store_delete(&self.inner.ctx, &key).await
+    }
+
+    /// Commits the session to the store now (the middleware does this for you at the end
+    /// of the request) and returns the token and the store expiry.
+    ///
+    /// # Errors
+    /// The store's or codec's error, or `TooLarge` over the configured size.
+    pub async fn commit(&self) -> Result<(String, OffsetDateTime)> {
+        self.inner.manager.commit(self).await
+    }
+}

@@ -1,0 +1,188 @@
+//! Reading the token from a request and writing it into a response: the cookie (in Go
+//! scs's exact attribute order) and/or a header.
+
+use std::fmt::Write as _;
+
+use http::header::{CACHE_CONTROL, COOKIE, SET_COOKIE, VARY};
+use http::{HeaderMap, HeaderValue};
+use scs_core::time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use scs_core::token;
+
+use crate::SameSite;
+use crate::SessionManager;
+
+/// IMF-fixdate, the cookie `Expires` format.
+const HTTP_DATE: &[BorrowedFormatItem<'static>] = format_description!(
+    "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+);
+
+/// The token the client sent, when it has the exact shape of a token. Looks at the
+/// session cookie (every `Cookie` header, first well-formed one wins) and then the token
+/// header. Non-UTF-8 headers, malformed pairs and malformed tokens are skipped, so they
+/// never reach the store.
+pub(crate) fn read(manager: &SessionManager, headers: &HeaderMap) -> Option<String> {
+    let config = manager.config();
+    if config.token_transport.uses_cookie() {
+        let name = config.cookie.name.as_str();
+        for value in headers.get_all(COOKIE) {
+            let Ok(value) = value.to_str() else { continue };
+            for c in cookie::Cookie::split_parse(value).flatten() {
+                if c.name() == name && token::is_valid(c.value()) {
+                    return Some(c.value().to_owned());
+                }
+            }
+        }
+    }
+    if let Some(header) = manager.token_header() {
+        for value in headers.get_all(header) {
+            if let Ok(value) = value.to_str()
+                && token::is_valid(value.trim())
+            {
+                return Some(value.trim().to_owned());
+            }
+        }
+    }
+    None
+}
+
+/// Adds `Vary` for every way the token travels.
+pub(crate) fn add_vary(manager: &SessionManager, headers: &mut HeaderMap) {
+    if manager.config().token_transport.uses_cookie() {
+        headers.append(VARY, HeaderValue::from_static("Cookie"));
+    }
+    if let Some(header) = manager.token_header() {
+        headers.append(VARY, HeaderValue::from_str(header.as_str()).unwrap_or(HeaderValue::from_static("*")));
+    }
+}
+
+/// Writes the token (or, with `None`, its deletion) into the response headers.
+pub(crate) fn write(
+    manager: &SessionManager,
+    headers: &mut HeaderMap,
+    token: Option<&str>,
+    expiry: OffsetDateTime,
+    remember_me: bool,
+) {
+    let config = manager.config();
+    if config.token_transport.uses_cookie() {
+        let persist = config.cookie.persist || remember_me;
+        let cookie = set_cookie(manager, token, expiry, persist);
+        // Only printable ASCII went in (validated names and attributes, base64url token).
+        if let Ok(value) = HeaderValue::try_from(cookie) {
+            headers.append(SET_COOKIE, value);
+            headers.append(CACHE_CONTROL, HeaderValue::from_static(r#"no-cache="Set-Cookie""#));
+        }
+    }
+    if let Some(header) = manager.token_header() {
+        let value = HeaderValue::from_str(token.unwrap_or("")).unwrap_or(HeaderValue::from_static(""));
+        headers.insert(header.clone(), value);
+        if !config.token_transport.uses_cookie() {
+            headers.append(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+    }
+}
+
+/// The `Set-Cookie` value, attributes in the order Go's `net/http` writes them (Path,
+/// Domain, Expires, Max-Age, HttpOnly, Secure, SameSite, Partitioned), so responses match
+/// scs's byte for byte.
+fn set_cookie(
+    manager: &SessionManager,
+    token: Option<&str>,
+    expiry: OffsetDateTime,
+    persist: bool,
+) -> String {
+    let c = &manager.config().cookie;
+    let mut s = String::with_capacity(160);
+    let _ = write!(s, "{}={}; Path={}", c.name, token.unwrap_or(""), c.path);
+    if let Some(domain) = &c.domain {
+        let _ = write!(s, "; Domain={domain}");
+    }
+    match token {
+        None => s.push_str("; Expires=Thu, 01 Jan 1970 00:00:01 GMT; Max-Age=0"),
+        Some(_) if persist => {
+            // Rounded up to the second, as scs does.
+            let nanos = expiry.unix_timestamp_nanos();
+            let secs = nanos.div_euclid(1_000_000_000) + i128::from(nanos.rem_euclid(1_000_000_000) != 0);
+            let now = OffsetDateTime::now_utc().unix_timestamp_nanos();
+            let left = (nanos - now).max(0);
+            let max_age = left.div_euclid(1_000_000_000) + i128::from(left.rem_euclid(1_000_000_000) != 0);
+            let expires = i64::try_from(secs)
+                .ok()
+                .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok())
+                .and_then(|t| t.format(HTTP_DATE).ok());
+            if let Some(expires) = expires {
+                let _ = write!(s, "; Expires={expires}");
+            }
+            let _ = write!(s, "; Max-Age={max_age}");
+        }
+        Some(_) => {}
+    }
+    if c.http_only {
+        s.push_str("; HttpOnly");
+    }
+    if c.secure {
+        s.push_str("; Secure");
+    }
+    match c.same_site {
+        SameSite::Lax => s.push_str("; SameSite=Lax"),
+        SameSite::Strict => s.push_str("; SameSite=Strict"),
+        SameSite::None => s.push_str("; SameSite=None"),
+        SameSite::Omit => {}
+    }
+    if c.partitioned {
+        s.push_str("; Partitioned");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scs_memstore::MemoryStore;
+
+    fn manager() -> SessionManager {
+        SessionManager::new(MemoryStore::builder().cleanup_interval(None).build().unwrap())
+    }
+
+    #[test]
+    fn deletion_cookie_matches_scs() {
+        let m = manager();
+        let mut h = HeaderMap::new();
+        write(&m, &mut h, None, OffsetDateTime::UNIX_EPOCH, false);
+        assert_eq!(
+            h[SET_COOKIE],
+            "session=; Path=/; Expires=Thu, 01 Jan 1970 00:00:01 GMT; Max-Age=0; HttpOnly; SameSite=Lax"
+        );
+        assert_eq!(h[CACHE_CONTROL], r#"no-cache="Set-Cookie""#);
+    }
+
+    #[test]
+    fn expires_and_max_age_round_up() {
+        let m = manager();
+        let mut h = HeaderMap::new();
+        let t = token::generate();
+        let expiry = OffsetDateTime::now_utc() + std::time::Duration::from_millis(86_399_500);
+        write(&m, &mut h, Some(&t), expiry, false);
+        let v = h[SET_COOKIE].to_str().unwrap();
+        assert!(v.starts_with(&format!("session={t}; Path=/; Expires=")), "{v}");
+        assert!(v.ends_with("; Max-Age=86400; HttpOnly; SameSite=Lax"), "{v}");
+    }
+
+    #[test]
+    fn reads_first_valid_cookie_and_skips_garbage() {
+        let m = manager();
+        let good = token::generate();
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_bytes(b"session=\xff\xfe").unwrap());
+        h.append(
+            COOKIE,
+            HeaderValue::from_str(&format!("a=b; session=not-a-token; ;=; session={good}")).unwrap(),
+        );
+        assert_eq!(read(&m, &h), Some(good));
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("session=x"));
+        assert_eq!(read(&m, &h), None);
+    }
+}
