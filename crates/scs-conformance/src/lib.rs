@@ -292,9 +292,10 @@ fn trials_for(backend: &Backend, require: bool) -> (Vec<Trial>, Option<String>) 
             let place = backend.server.as_deref().unwrap_or("(embedded)");
             let msg = format!("backend {} unavailable at {place}: {reason}", backend.name);
             if require || backend.server.is_none() {
-                let trial = Trial::test(format!("{}::backend_available", backend.name), move || {
-                    Err(Failed::from(msg))
-                });
+                let trial =
+                    Trial::test(format!("{}::backend_available", backend.name), move || {
+                        Err(Failed::from(msg))
+                    });
                 return (vec![trial], None);
             }
             eprintln!("\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
@@ -353,7 +354,8 @@ fn run_trial(ctx: TrialCtx, f: TrialFn) -> std::result::Result<(), Failed> {
     let rt = runtime().map_err(|e| Failed::from(format!("building a runtime: {e}")))?;
     rt.block_on(async {
         let result = tokio::time::timeout(Duration::from_secs(120), f(&ctx)).await;
-        let teardowns = std::mem::take(&mut *ctx.teardowns.lock().unwrap_or_else(|e| e.into_inner()));
+        let teardowns =
+            std::mem::take(&mut *ctx.teardowns.lock().unwrap_or_else(|e| e.into_inner()));
         let mut teardown_err = None;
         for teardown in teardowns {
             if let Err(e) = teardown().await {

@@ -132,7 +132,10 @@ async fn expect_found(s: &S<'_>, key: &str, want: &[u8]) -> anyhow::Result<()> {
 
 async fn expect_missing(s: &S<'_>, key: &str, why: &str) -> anyhow::Result<()> {
     if let Some(got) = s.find(key).await? {
-        bail!("find({key}) returned {} bytes; expected None ({why})", got.len());
+        bail!(
+            "find({key}) returned {} bytes; expected None ({why})",
+            got.len()
+        );
     }
     Ok(())
 }
@@ -232,10 +235,12 @@ async fn past_expiry_leaves_nothing_live(t: &TrialCtx) -> anyhow::Result<()> {
     let o = t.open().await?;
     let s = S(&o.store);
     let (fresh, existing) = (key(), key());
-    s.commit(&fresh, b"x", now() - Duration::from_secs(10)).await?;
+    s.commit(&fresh, b"x", now() - Duration::from_secs(10))
+        .await?;
     expect_missing(&s, &fresh, "committed with a past expiry").await?;
     s.commit(&existing, b"x", in_(HOUR)).await?;
-    s.commit(&existing, b"y", now() - Duration::from_secs(10)).await?;
+    s.commit(&existing, b"y", now() - Duration::from_secs(10))
+        .await?;
     expect_missing(&s, &existing, "recommitted with a past expiry").await?;
     if t.caps().iterate {
         let all = s.all().await?;
@@ -256,11 +261,13 @@ async fn expiry_millisecond_scale(t: &TrialCtx) -> anyhow::Result<()> {
     let (early, late) = (key(), key());
     let base = now() + res * 3 + Duration::from_millis(150);
     s.commit(&early, b"e", base).await?;
-    s.commit(&late, b"l", base + res * 3 + Duration::from_millis(150)).await?;
+    s.commit(&late, b"l", base + res * 3 + Duration::from_millis(150))
+        .await?;
     let wait = (base - now()).unsigned_abs() + res + Duration::from_millis(30);
     tokio::time::sleep(wait).await;
     expect_missing(&s, &early, "expired").await?;
-    expect_found(&s, &late, b"l").await
+    expect_found(&s, &late, b"l")
+        .await
         .context("an entry expiring a little later was already gone: expiry is not kept precisely")
 }
 
@@ -300,7 +307,9 @@ async fn empty_value(t: &TrialCtx) -> anyhow::Result<()> {
 async fn value_of_one_mebibyte(t: &TrialCtx) -> anyhow::Result<()> {
     let o = t.open().await?;
     let s = S(&o.store);
-    let data: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let data: Vec<u8> = (0..1024 * 1024)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
     let k = key();
     s.commit(&k, &data, in_(HOUR)).await?;
     expect_found(&s, &k, &data).await
@@ -318,12 +327,18 @@ async fn many_concurrent_commits(t: &TrialCtx) -> anyhow::Result<()> {
         let k = k.clone();
         tasks.spawn(async move {
             store
-                .commit_ctx(&Context::new(), &k, format!("value {i}").as_bytes(), in_(HOUR))
+                .commit_ctx(
+                    &Context::new(),
+                    &k,
+                    format!("value {i}").as_bytes(),
+                    in_(HOUR),
+                )
                 .await
         });
     }
     while let Some(r) = tasks.join_next().await {
-        r.context("a commit task panicked")?.context("concurrent commit")?;
+        r.context("a commit task panicked")?
+            .context("concurrent commit")?;
     }
     let s = S(&o.store);
     for (i, k) in keys.iter().enumerate() {
@@ -343,9 +358,13 @@ async fn concurrent_commits_same_key(t: &TrialCtx) -> anyhow::Result<()> {
         tasks.spawn(async move { store.commit_ctx(&Context::new(), &k, &v, in_(HOUR)).await });
     }
     while let Some(r) = tasks.join_next().await {
-        r.context("a commit task panicked")?.context("concurrent commit")?;
+        r.context("a commit task panicked")?
+            .context("concurrent commit")?;
     }
-    let got = S(&o.store).find(&k).await?.context("nothing stored after 50 commits")?;
+    let got = S(&o.store)
+        .find(&k)
+        .await?
+        .context("nothing stored after 50 commits")?;
     ensure!(
         values.contains(&got),
         "the stored value ({} bytes) is none of the committed ones: a torn write",
@@ -392,7 +411,11 @@ async fn capabilities_are_consistent(t: &TrialCtx) -> anyhow::Result<()> {
         caps.iterate == o.store.as_iterable_ctx().is_some(),
         "capabilities say iterate = {} but as_iterable_ctx() is {}",
         caps.iterate,
-        if o.store.as_iterable_ctx().is_some() { "Some" } else { "None" }
+        if o.store.as_iterable_ctx().is_some() {
+            "Some"
+        } else {
+            "None"
+        }
     );
     ensure!(!o.store.backend().is_empty(), "backend() is empty");
     ensure!(
@@ -422,7 +445,11 @@ async fn capabilities_are_consistent(t: &TrialCtx) -> anyhow::Result<()> {
 async fn all_is_empty_when_none(t: &TrialCtx) -> anyhow::Result<()> {
     let o = t.open().await?;
     let all = S(&o.store).all().await?;
-    ensure!(all.is_empty(), "a fresh namespace listed {} entries", all.len());
+    ensure!(
+        all.is_empty(),
+        "a fresh namespace listed {} entries",
+        all.len()
+    );
     Ok(())
 }
 
@@ -437,7 +464,12 @@ async fn all_returns_live_entries_with_data(t: &TrialCtx) -> anyhow::Result<()> 
         want.insert(k, v);
     }
     let got: std::collections::BTreeMap<_, _> = s.all().await?.into_iter().collect();
-    ensure!(got.len() == want.len(), "all() gave {} entries, committed {}", got.len(), want.len());
+    ensure!(
+        got.len() == want.len(),
+        "all() gave {} entries, committed {}",
+        got.len(),
+        want.len()
+    );
     ensure!(got == want, "all() gave other keys or data than committed");
     // The keys all() hands back address the same entries (no double hashing).
     let (k, v) = want.iter().next().context("no entries")?;
@@ -455,7 +487,10 @@ async fn all_skips_expired(t: &TrialCtx) -> anyhow::Result<()> {
     for _ in 0..5 {
         s.commit(&key(), b"short", in_(ttl)).await?;
     }
-    ensure!(s.all().await?.len() == 6, "all() before expiry should list 6");
+    ensure!(
+        s.all().await?.len() == 6,
+        "all() before expiry should list 6"
+    );
     tokio::time::sleep(t.after(ttl)).await;
     let all = s.all().await?;
     ensure!(
@@ -474,7 +509,10 @@ async fn all_skips_deleted(t: &TrialCtx) -> anyhow::Result<()> {
     s.commit(&b, b"b", in_(HOUR)).await?;
     s.delete(&a).await?;
     let keys: Vec<String> = s.all().await?.into_iter().map(|(k, _)| k).collect();
-    ensure!(keys == [b.clone()], "all() after delete listed {keys:?}, expected [{b}]");
+    ensure!(
+        keys == [b.clone()],
+        "all() after delete listed {keys:?}, expected [{b}]"
+    );
     Ok(())
 }
 
@@ -485,7 +523,12 @@ async fn all_is_isolated_by_namespace(t: &TrialCtx) -> anyhow::Result<()> {
     S(&a.store).commit(&key(), b"a", in_(HOUR)).await?;
     let kb = key();
     S(&b.store).commit(&kb, b"b", in_(HOUR)).await?;
-    let in_b: HashSet<String> = S(&b.store).all().await?.into_iter().map(|(k, _)| k).collect();
+    let in_b: HashSet<String> = S(&b.store)
+        .all()
+        .await?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     ensure!(
         in_b.len() == 1 && in_b.contains(&kb),
         "all() in namespace b listed {} entries, expected only its own",
@@ -503,9 +546,14 @@ async fn touch_extends_expiry(t: &TrialCtx) -> anyhow::Result<()> {
     let k = key();
     let ttl = t.short_ttl();
     s.commit(&k, b"x", in_(ttl)).await?;
-    ensure!(s.touch(&k, in_(HOUR)).await?, "touch of a live entry returned false");
+    ensure!(
+        s.touch(&k, in_(HOUR)).await?,
+        "touch of a live entry returned false"
+    );
     tokio::time::sleep(t.after(ttl)).await;
-    expect_found(&s, &k, b"x").await.context("touch did not extend the expiry")?;
+    expect_found(&s, &k, b"x")
+        .await
+        .context("touch did not extend the expiry")?;
     // And it can shorten it.
     ensure!(s.touch(&k, in_(ttl)).await?, "second touch returned false");
     tokio::time::sleep(t.after(ttl)).await;
@@ -518,7 +566,10 @@ async fn touch_keeps_data(t: &TrialCtx) -> anyhow::Result<()> {
     let k = key();
     let data: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
     s.commit(&k, &data, in_(HOUR)).await?;
-    ensure!(s.touch(&k, in_(HOUR * 2)).await?, "touch of a live entry returned false");
+    ensure!(
+        s.touch(&k, in_(HOUR * 2)).await?,
+        "touch of a live entry returned false"
+    );
     expect_found(&s, &k, &data).await
 }
 
@@ -526,7 +577,10 @@ async fn touch_missing_is_false(t: &TrialCtx) -> anyhow::Result<()> {
     let o = t.open().await?;
     let s = S(&o.store);
     let k = key();
-    ensure!(!s.touch(&k, in_(HOUR)).await?, "touch of a missing key returned true");
+    ensure!(
+        !s.touch(&k, in_(HOUR)).await?,
+        "touch of a missing key returned true"
+    );
     expect_missing(&s, &k, "touch must not create entries").await
 }
 
@@ -537,7 +591,10 @@ async fn touch_expired_is_false(t: &TrialCtx) -> anyhow::Result<()> {
     let ttl = t.short_ttl();
     s.commit(&k, b"x", in_(ttl)).await?;
     tokio::time::sleep(t.after(ttl)).await;
-    ensure!(!s.touch(&k, in_(HOUR)).await?, "touch revived an expired entry");
+    ensure!(
+        !s.touch(&k, in_(HOUR)).await?,
+        "touch revived an expired entry"
+    );
     expect_missing(&s, &k, "expired before the touch").await
 }
 
@@ -573,7 +630,10 @@ async fn native_ttl_removes_entries(t: &TrialCtx) -> anyhow::Result<()> {
         if n == 1 {
             return Ok(());
         }
-        ensure!(tokio::time::Instant::now() < deadline, "{n} entries held long after expiry");
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{n} entries held long after expiry"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -586,7 +646,10 @@ async fn cleanup_removes_expired_entries(t: &TrialCtx) -> anyhow::Result<()> {
     for _ in 0..10 {
         s.commit(&key(), b"x", in_(ttl)).await?;
     }
-    ensure!(raw_len(&o).await? == 10, "10 entries should be held before expiry");
+    ensure!(
+        raw_len(&o).await? == 10,
+        "10 entries should be held before expiry"
+    );
     let deadline = tokio::time::Instant::now() + t.after(ttl) + interval * 10;
     loop {
         let n = raw_len(&o).await?;
@@ -609,7 +672,10 @@ async fn cleanup_keeps_live_entries(t: &TrialCtx) -> anyhow::Result<()> {
     s.commit(&k, b"live", in_(HOUR)).await?;
     s.commit(&key(), b"dead", in_(t.short_ttl())).await?;
     tokio::time::sleep(t.after(t.short_ttl()) + interval * 5).await;
-    ensure!(raw_len(&o).await? == 1, "cleanup should leave exactly the live entry");
+    ensure!(
+        raw_len(&o).await? == 1,
+        "cleanup should leave exactly the live entry"
+    );
     expect_found(&s, &k, b"live").await
 }
 
@@ -621,7 +687,10 @@ async fn cleanup_stops_twice_without_blocking(t: &TrialCtx) -> anyhow::Result<()
     stop();
     stop();
     let took = started.elapsed();
-    ensure!(took < Duration::from_millis(50), "stopping cleanup blocked for {took:?}");
+    ensure!(
+        took < Duration::from_millis(50),
+        "stopping cleanup blocked for {took:?}"
+    );
     // The store still works after its cleanup stopped.
     let s = S(&o.store);
     let k = key();

@@ -82,8 +82,11 @@ impl Codec for MsgPackCodec {
 
     fn decode(&self, bytes: &[u8]) -> Result<SessionData> {
         let wire: Wire = rmp_serde::from_slice(bytes).map_err(|e| {
-            Error::new(ErrorKind::Codec, "decoding the stored session as MessagePack")
-                .with_source(e)
+            Error::new(
+                ErrorKind::Codec,
+                "decoding the stored session as MessagePack",
+            )
+            .with_source(e)
         })?;
         from_wire(wire)
     }
@@ -161,11 +164,20 @@ mod tests {
         assert_eq!(back.values["f"].to::<f64>().unwrap(), 1.5);
         assert_eq!(back.values["s"].to::<String>().unwrap(), "héllo");
         assert_eq!(
-            back.values["b"].to::<serde_bytes::ByteBuf>().unwrap().into_vec(),
+            back.values["b"]
+                .to::<serde_bytes::ByteBuf>()
+                .unwrap()
+                .into_vec(),
             vec![0, 1, 255]
         );
         assert_eq!(back.values["v"].to::<Vec<String>>().unwrap(), ["a", "b"]);
-        for garbage in [&b""[..], b"\x00", b"\xff\xff\xff", b"[1,2", b"\x92\xa1x\xc0"] {
+        for garbage in [
+            &b""[..],
+            b"\x00",
+            b"\xff\xff\xff",
+            b"[1,2",
+            b"\x92\xa1x\xc0",
+        ] {
             let err = codec.decode(garbage).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Codec, "{garbage:?}");
         }

@@ -80,11 +80,10 @@ impl MemoryStore {
     /// Tokio runtime. Outside a runtime there is no cleanup task (expired entries are
     /// still never returned); use [`builder`](Self::builder) to make that an error.
     pub fn new() -> Self {
-        let builder = Self::builder();
-        if tokio_runtime_available() {
-            if let Ok(store) = builder.build() {
-                return store;
-            }
+        if scs_tokio::runtime_available()
+            && let Ok(store) = Self::builder().build()
+        {
+            return store;
         }
         Self::builder().cleanup_interval(None).build_unchecked()
     }
@@ -118,10 +117,6 @@ impl MemoryStore {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-fn tokio_runtime_available() -> bool {
-    scs_tokio::runtime_available()
 }
 
 impl Default for MemoryStore {
@@ -287,7 +282,10 @@ mod tests {
         drop(store);
         assert!(task.upgrade().is_some_and(|t| !t.is_stopped()));
         drop(clone);
-        assert!(task.upgrade().is_none(), "the task handle went with the store");
+        assert!(
+            task.upgrade().is_none(),
+            "the task handle went with the store"
+        );
     }
 
     #[test]
@@ -302,9 +300,17 @@ mod tests {
 
     #[test]
     fn shard_count_is_a_power_of_two() {
-        let s = MemoryStore::builder().shards(5).cleanup_interval(None).build().unwrap();
+        let s = MemoryStore::builder()
+            .shards(5)
+            .cleanup_interval(None)
+            .build()
+            .unwrap();
         assert_eq!(s.inner.shards.len(), 8);
-        let s = MemoryStore::builder().shards(0).cleanup_interval(None).build().unwrap();
+        let s = MemoryStore::builder()
+            .shards(0)
+            .cleanup_interval(None)
+            .build()
+            .unwrap();
         assert_eq!(s.inner.shards.len(), 1);
     }
 }

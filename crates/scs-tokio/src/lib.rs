@@ -60,8 +60,10 @@ impl CleanupTask {
         Fut: Future<Output = Result<u64>> + Send + 'static,
     {
         if interval.is_zero() {
-            return Err(Error::new(ErrorKind::Config, "the cleanup interval must not be zero")
-                .with_backend(backend));
+            return Err(
+                Error::new(ErrorKind::Config, "the cleanup interval must not be zero")
+                    .with_backend(backend),
+            );
         }
         let handle = tokio::runtime::Handle::try_current().map_err(|e| {
             Error::new(
@@ -126,9 +128,11 @@ where
 {
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result,
-        Err(e) => Err(Error::new(ErrorKind::Backend, "a blocking store call did not complete")
-            .with_backend(backend)
-            .with_source(e)),
+        Err(e) => Err(
+            Error::new(ErrorKind::Backend, "a blocking store call did not complete")
+                .with_backend(backend)
+                .with_source(e),
+        ),
     }
 }
 
@@ -155,7 +159,11 @@ mod tests {
         })
         .unwrap();
         tokio::time::sleep(Duration::from_secs(59)).await;
-        assert_eq!(runs.load(Ordering::SeqCst), 0, "no run before the first interval");
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            0,
+            "no run before the first interval"
+        );
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         tokio::time::sleep(Duration::from_secs(120)).await;
@@ -188,7 +196,8 @@ mod tests {
 
     #[test]
     fn outside_a_runtime_is_a_config_error() {
-        let err = CleanupTask::spawn("test", Duration::from_secs(1), || async { Ok(0) }).unwrap_err();
+        let err =
+            CleanupTask::spawn("test", Duration::from_secs(1), || async { Ok(0) }).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
         let err = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -203,7 +212,9 @@ mod tests {
     #[tokio::test]
     async fn blocking_maps_panics() {
         assert_eq!(blocking("test", || Ok(7)).await.unwrap(), 7);
-        let err = blocking::<(), _>("test", || panic!("boom")).await.unwrap_err();
+        let err = blocking::<(), _>("test", || panic!("boom"))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Backend);
         assert_eq!(err.backend(), Some("test"));
     }

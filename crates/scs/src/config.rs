@@ -82,12 +82,15 @@ impl TokenTransport {
     pub(crate) fn header(&self) -> Result<Option<HeaderName>> {
         match self {
             Self::Cookie => Ok(None),
-            Self::Header(name) | Self::Both(name) => HeaderName::try_from(name.as_str())
-                .map(Some)
-                .map_err(|e| {
-                    Error::new(ErrorKind::Config, format!("invalid token header name {name:?}"))
-                        .with_source(e)
-                }),
+            Self::Header(name) | Self::Both(name) => {
+                HeaderName::try_from(name.as_str()).map(Some).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Config,
+                        format!("invalid token header name {name:?}"),
+                    )
+                    .with_source(e)
+                })
+            }
         }
     }
 
@@ -225,11 +228,15 @@ mod tests {
         let mut c = SessionConfig::default();
         c.cookie.path = "/; Secure".into();
         assert!(c.validate().is_err());
-        let mut c = SessionConfig::default();
-        c.lifetime = Duration::ZERO;
+        let c = SessionConfig {
+            lifetime: Duration::ZERO,
+            ..Default::default()
+        };
         assert!(c.validate().is_err());
-        let mut c = SessionConfig::default();
-        c.token_transport = TokenTransport::Header("bad header\n".into());
+        let c = SessionConfig {
+            token_transport: TokenTransport::Header("bad header\n".into()),
+            ..Default::default()
+        };
         assert!(c.validate().is_err());
     }
 
@@ -239,7 +246,10 @@ mod tests {
             r#"{"token_transport": {"header": "X-Session-Token"}, "codec": "json", "idle_timeout": "15m"}"#,
         )
         .unwrap();
-        assert_eq!(c.token_transport, TokenTransport::Header("X-Session-Token".into()));
+        assert_eq!(
+            c.token_transport,
+            TokenTransport::Header("X-Session-Token".into())
+        );
         assert_eq!(c.codec, CodecKind::Json);
         assert_eq!(c.idle_timeout, Some(Duration::from_secs(900)));
         assert!(serde_json::from_str::<SessionConfig>(r#"{"lifetme": "1h"}"#).is_err());

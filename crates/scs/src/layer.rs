@@ -130,7 +130,10 @@ fn add_session<B>(req: &mut Request<B>, session: Session) {
     }
 }
 
-fn error_response<B>(manager: &SessionManager, error: &scs_core::Error) -> Response<ResponseBody<B>> {
+fn error_response<B>(
+    manager: &SessionManager,
+    error: &scs_core::Error,
+) -> Response<ResponseBody<B>> {
     let mut res = manager.error_response(error);
     transport::add_vary(manager, res.headers_mut());
     res.map(ResponseBody::full)
@@ -155,11 +158,15 @@ pin_project! {
 
 impl<B> ResponseBody<B> {
     fn inner(body: B) -> Self {
-        Self { kind: Kind::Inner { body } }
+        Self {
+            kind: Kind::Inner { body },
+        }
     }
 
     fn full(data: Bytes) -> Self {
-        Self { kind: Kind::Full { data: Some(data) } }
+        Self {
+            kind: Kind::Full { data: Some(data) },
+        }
     }
 }
 
@@ -173,9 +180,11 @@ impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx),
-            KindProj::Full { data } => {
-                Poll::Ready(data.take().filter(|d| !d.is_empty()).map(|d| Ok(Frame::data(d))))
-            }
+            KindProj::Full { data } => Poll::Ready(
+                data.take()
+                    .filter(|d| !d.is_empty())
+                    .map(|d| Ok(Frame::data(d))),
+            ),
         }
     }
 
@@ -189,7 +198,9 @@ impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
-            Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
         }
     }
 }

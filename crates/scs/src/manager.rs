@@ -79,7 +79,12 @@ impl SessionManager {
 
     /// A manager over a shared store (what a URL opener hands back).
     pub fn with_shared_store(store: Arc<dyn CtxStore>) -> Self {
-        Self::from_parts(store, None, SessionConfig::default(), default_error_handler())
+        Self::from_parts(
+            store,
+            None,
+            SessionConfig::default(),
+            default_error_handler(),
+        )
     }
 
     /// A builder for every setting.
@@ -261,9 +266,7 @@ impl SessionManager {
             .store
             .as_iterable_ctx()
             .ok_or_else(|| Error::unsupported(self.inner.store.backend(), "iteration"))?;
-        let entries = self
-            .timed(store.all_ctx(&ctx), "listing sessions")
-            .await?;
+        let entries = self.timed(store.all_ctx(&ctx), "listing sessions").await?;
         for (key, bytes) in entries {
             let data = self.inner.codec.decode(&bytes)?;
             let state = State {

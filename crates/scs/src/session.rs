@@ -15,6 +15,13 @@ use crate::{Result, SessionManager};
 pub(crate) const REMEMBER_ME_KEY: &str = "__scs.remember_me";
 const INTERNAL_PREFIX: &str = "__scs.";
 
+// Stored kinds each scs-style reader accepts (see `Value::kind`).
+const STRING: &[&str] = &["string"];
+const BOOL: &[&str] = &["bool"];
+const INTEGER: &[&str] = &["integer"];
+const NUMBER: &[&str] = &["integer", "float"];
+const BYTES: &[&str] = &["bytes", "array"];
+
 /// One request's session: read and change it with synchronous calls; only the calls that
 /// reach the store (`destroy`, `renew_token`, `merge_session`, `commit`) are `async`.
 ///
@@ -153,30 +160,54 @@ impl Session {
         state.data.values.get(key).map(Value::to).transpose()
     }
 
+    /// The value under `key` as `T`, only when its stored kind is one of `kinds`, so that
+    /// the scs-style readers never reinterpret a value (bytes as a string, say).
+    fn get_kind<T: DeserializeOwned>(&self, key: &str, kinds: &[&str]) -> Option<T> {
+        let state = self.inner.state.lock();
+        let value = state.data.values.get(key)?;
+        if kinds.contains(&value.kind()) {
+            value.to().ok()
+        } else {
+            None
+        }
+    }
+
+    fn pop_kind<T: DeserializeOwned>(&self, key: &str, kinds: &[&str]) -> Option<T> {
+        let mut state = self.inner.state.lock();
+        let value = state.data.values.remove(key)?;
+        state.status = Status::Modified;
+        if kinds.contains(&value.kind()) {
+            value.to().ok()
+        } else {
+            None
+        }
+    }
+
     /// A string value.
     pub fn get_string(&self, key: &str) -> Option<String> {
-        self.get(key)
+        self.get_kind(key, STRING)
     }
 
     /// A boolean value.
     pub fn get_bool(&self, key: &str) -> Option<bool> {
-        self.get(key)
+        self.get_kind(key, BOOL)
     }
 
     /// An integer value (any integer that fits an `i64`).
     pub fn get_i64(&self, key: &str) -> Option<i64> {
-        self.get(key)
+        self.get_kind(key, INTEGER)
     }
 
     /// A floating-point value (integers are read as floats too).
     pub fn get_f64(&self, key: &str) -> Option<f64> {
-        self.get(key)
+        self.get_kind(key, NUMBER)
     }
 
     /// A bytes value (stored with [`put_bytes`](Self::put_bytes), or a list of small
     /// numbers).
     pub fn get_bytes(&self, key: &str) -> Option<Vec<u8>> {
-        self.get::<serde_bytes::ByteBuf>(key).map(|b| b.into_vec())
+        self.get_kind::<serde_bytes::ByteBuf>(key, BYTES)
+            .map(|b| b.into_vec())
     }
 
     /// A timestamp value.
@@ -196,27 +227,28 @@ impl Session {
 
     /// [`pop`](Self::pop) a string.
     pub fn pop_string(&self, key: &str) -> Option<String> {
-        self.pop(key)
+        self.pop_kind(key, STRING)
     }
 
     /// [`pop`](Self::pop) a boolean.
     pub fn pop_bool(&self, key: &str) -> Option<bool> {
-        self.pop(key)
+        self.pop_kind(key, BOOL)
     }
 
     /// [`pop`](Self::pop) an integer.
     pub fn pop_i64(&self, key: &str) -> Option<i64> {
-        self.pop(key)
+        self.pop_kind(key, INTEGER)
     }
 
     /// [`pop`](Self::pop) a float.
     pub fn pop_f64(&self, key: &str) -> Option<f64> {
-        self.pop(key)
+        self.pop_kind(key, NUMBER)
     }
 
     /// [`pop`](Self::pop) bytes.
     pub fn pop_bytes(&self, key: &str) -> Option<Vec<u8>> {
-        self.pop::<serde_bytes::ByteBuf>(key).map(|b| b.into_vec())
+        self.pop_kind::<serde_bytes::ByteBuf>(key, BYTES)
+            .map(|b| b.into_vec())
     }
 
     /// [`pop`](Self::pop) a timestamp.
@@ -298,7 +330,10 @@ impl Session {
     pub async fn destroy(&self) -> Result<()> {
         let key = self.inner.state.lock().key.clone();
         if let Some(key) = key {
-            self.inner.manager.store_delete(&self.inner.ctx, &key).await?;
+            self.inner
+                .manager
+                .store_delete(&self.inner.ctx, &key)
+                .await?;
         }
         let mut state = self.inner.state.lock();
         *state = State::fresh(&self.inner.manager);
@@ -315,7 +350,10 @@ impl Session {
     pub async fn renew_token(&self) -> Result<()> {
         let old_key = self.inner.state.lock().key.clone();
         if let Some(key) = old_key {
-            self.inner.manager.store_delete(&self.inner.ctx, &key).await?;
+            self.inner
+                .manager
+                .store_delete(&self.inner.ctx, &key)
+                .await?;
         }
         let new_token = token::try_generate()?;
         let manager = &self.inner.manager;

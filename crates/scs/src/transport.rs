@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 use http::header::{CACHE_CONTROL, COOKIE, SET_COOKIE, VARY};
 use http::{HeaderMap, HeaderValue};
 use scs_core::time::OffsetDateTime;
+use scs_core::token;
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
-use scs_core::token;
 
 use crate::SameSite;
 use crate::SessionManager;
@@ -52,8 +52,12 @@ pub(crate) fn add_vary(manager: &SessionManager, headers: &mut HeaderMap) {
     if manager.config().token_transport.uses_cookie() {
         headers.append(VARY, HeaderValue::from_static("Cookie"));
     }
-    if let Some(header) = manager.token_header() {
-        headers.append(VARY, HeaderValue::from_str(header.as_str()).unwrap_or(HeaderValue::from_static("*")));
+    if let crate::TokenTransport::Header(name) | crate::TokenTransport::Both(name) =
+        &manager.config().token_transport
+        && let Ok(value) = HeaderValue::from_str(name)
+    {
+        // As configured (header names are case-insensitive; people read it as written).
+        headers.append(VARY, value);
     }
 }
 
@@ -72,11 +76,15 @@ pub(crate) fn write(
         // Only printable ASCII went in (validated names and attributes, base64url token).
         if let Ok(value) = HeaderValue::try_from(cookie) {
             headers.append(SET_COOKIE, value);
-            headers.append(CACHE_CONTROL, HeaderValue::from_static(r#"no-cache="Set-Cookie""#));
+            headers.append(
+                CACHE_CONTROL,
+                HeaderValue::from_static(r#"no-cache="Set-Cookie""#),
+            );
         }
     }
     if let Some(header) = manager.token_header() {
-        let value = HeaderValue::from_str(token.unwrap_or("")).unwrap_or(HeaderValue::from_static(""));
+        let value =
+            HeaderValue::from_str(token.unwrap_or("")).unwrap_or(HeaderValue::from_static(""));
         headers.insert(header.clone(), value);
         if !config.token_transport.uses_cookie() {
             headers.append(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -104,10 +112,12 @@ fn set_cookie(
         Some(_) if persist => {
             // Rounded up to the second, as scs does.
             let nanos = expiry.unix_timestamp_nanos();
-            let secs = nanos.div_euclid(1_000_000_000) + i128::from(nanos.rem_euclid(1_000_000_000) != 0);
+            let secs =
+                nanos.div_euclid(1_000_000_000) + i128::from(nanos.rem_euclid(1_000_000_000) != 0);
             let now = OffsetDateTime::now_utc().unix_timestamp_nanos();
             let left = (nanos - now).max(0);
-            let max_age = left.div_euclid(1_000_000_000) + i128::from(left.rem_euclid(1_000_000_000) != 0);
+            let max_age =
+                left.div_euclid(1_000_000_000) + i128::from(left.rem_euclid(1_000_000_000) != 0);
             let expires = i64::try_from(secs)
                 .ok()
                 .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok())
@@ -143,7 +153,12 @@ mod tests {
     use scs_memstore::MemoryStore;
 
     fn manager() -> SessionManager {
-        SessionManager::new(MemoryStore::builder().cleanup_interval(None).build().unwrap())
+        SessionManager::new(
+            MemoryStore::builder()
+                .cleanup_interval(None)
+                .build()
+                .unwrap(),
+        )
     }
 
     #[test]
@@ -166,8 +181,14 @@ mod tests {
         let expiry = OffsetDateTime::now_utc() + std::time::Duration::from_millis(86_399_500);
         write(&m, &mut h, Some(&t), expiry, false);
         let v = h[SET_COOKIE].to_str().unwrap();
-        assert!(v.starts_with(&format!("session={t}; Path=/; Expires=")), "{v}");
-        assert!(v.ends_with("; Max-Age=86400; HttpOnly; SameSite=Lax"), "{v}");
+        assert!(
+            v.starts_with(&format!("session={t}; Path=/; Expires=")),
+            "{v}"
+        );
+        assert!(
+            v.ends_with("; Max-Age=86400; HttpOnly; SameSite=Lax"),
+            "{v}"
+        );
     }
 
     #[test]
@@ -175,10 +196,14 @@ mod tests {
         let m = manager();
         let good = token::generate();
         let mut h = HeaderMap::new();
-        h.append(COOKIE, HeaderValue::from_bytes(b"session=\xff\xfe").unwrap());
         h.append(
             COOKIE,
-            HeaderValue::from_str(&format!("a=b; session=not-a-token; ;=; session={good}")).unwrap(),
+            HeaderValue::from_bytes(b"session=\xff\xfe").unwrap(),
+        );
+        h.append(
+            COOKIE,
+            HeaderValue::from_str(&format!("a=b; session=not-a-token; ;=; session={good}"))
+                .unwrap(),
         );
         assert_eq!(read(&m, &h), Some(good));
         let mut h = HeaderMap::new();
