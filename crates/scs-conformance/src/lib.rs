@@ -9,6 +9,8 @@ use futures_util::future::BoxFuture;
 use libtest_mimic::{Arguments, Failed, Trial};
 use scs_core::{Capabilities, CtxStore, Result};
 
+mod counting;
+mod middleware_trials;
 mod store_trials;
 
 /// The environment variable that turns a missing server into a failure (set in CI).
@@ -285,7 +287,8 @@ fn probe(backend: &Backend) -> std::result::Result<Probe, String> {
 }
 
 fn trials_for(backend: &Backend, require: bool) -> (Vec<Trial>, Option<String>) {
-    let list = store_trials::all();
+    let mut list = store_trials::all();
+    list.extend(middleware_trials::all());
     let probe = match probe(backend) {
         Ok(p) => p,
         Err(reason) => {
