@@ -4,6 +4,7 @@
 //! the one place that maps command names to modules.
 
 mod services;
+mod test;
 
 use std::process::ExitCode;
 
@@ -16,6 +17,9 @@ commands:
   services up|down|status [name...]
                    start, stop or list the server backends the store tests use
                    (`cargo xtask services help` for details)
+  test [package...] [-- args]
+                   run every test and the conformance suite per backend, then print
+                   a table of backends (passed / failed / skipped with the reason)
   protoc-path      print the path of the vendored protoc binary (for PROTOC)
   protoc-include   print the vendored protobuf include dir (google/protobuf/*.proto)
 ";
@@ -38,6 +42,7 @@ fn run(args: &[String]) -> anyhow::Result<ExitCode> {
     };
     match command.as_str() {
         "services" => services::main(rest),
+        "test" => test::main(rest),
         "protoc-path" => {
             let path = protoc_bin_vendored::protoc_bin_path()
                 .context("no vendored protoc for this platform; install protobuf-compiler")?;
@@ -51,7 +56,7 @@ fn run(args: &[String]) -> anyhow::Result<ExitCode> {
             println!("{}", path.display());
             Ok(ExitCode::SUCCESS)
         }
-        // Room for: "test", "bench", "check-stores", "new-store" (one module each).
+        // Room for: "bench", "check-stores", "new-store" (one module each).
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -61,4 +66,23 @@ fn run(args: &[String]) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// `PROTOC` (and `PROTOC_INCLUDE`) for etcd-client's build script, from the vendored protoc,
+/// unless the caller set them.
+pub(crate) fn protoc_env() -> anyhow::Result<Vec<(&'static str, std::path::PathBuf)>> {
+    let mut env = Vec::new();
+    if std::env::var_os("PROTOC").is_none() {
+        env.push((
+            "PROTOC",
+            protoc_bin_vendored::protoc_bin_path()
+                .context("no vendored protoc for this platform")?,
+        ));
+    }
+    if std::env::var_os("PROTOC_INCLUDE").is_none()
+        && let Ok(include) = protoc_bin_vendored::include_path()
+    {
+        env.push(("PROTOC_INCLUDE", include));
+    }
+    Ok(env)
 }
