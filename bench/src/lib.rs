@@ -1,0 +1,1 @@
+//! Benchmarks of scs against its peers; run with `cargo xtask bench`.
