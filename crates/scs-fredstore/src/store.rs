@@ -1,0 +1,680 @@
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::bytes::Bytes;
+use fred::clients::{Client, Pool};
+use fred::error::{Error as FredError, ErrorKind as FredErrorKind};
+use fred::interfaces::{ClientLike, KeysInterface};
+use fred::types::config::{Config, ReconnectPolicy};
+use fred::types::{Builder, Expiration, Key, Value};
+use futures_util::TryStreamExt as _;
+use futures_util::future::try_join_all;
+use scs_core::time::OffsetDateTime;
+use scs_core::{Capabilities, Entry, Error, ErrorKind, IterableStore, Result, Store, async_trait};
+
+use crate::BACKEND;
+
+/// The key prefix used unless [`FredStoreBuilder::prefix`] sets another (the one Go's scs
+/// goredisstore uses).
+pub const DEFAULT_PREFIX: &str = "scs:session:";
+
+/// `COUNT` hint of each `SCAN` call.
+const SCAN_COUNT: u32 = 1000;
+/// Keys read (`MGET`, or concurrent `GET`s on a cluster) or deleted at once: bounded so
+/// that large sessions do not make one huge reply.
+const BATCH: usize = 100;
+
+/// What [`FredStore::from_url`] sets up.
+const POOL_SIZE: usize = 4;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A session store on Redis or Valkey — standalone, cluster or behind sentinels — through a
+/// [`fred`] [`Pool`] or [`Client`].
+///
+/// Each session is one string key, `<prefix><store key>`, holding the session bytes as they
+/// are, with a native expiry set in the same command (`SET key data PXAT <unix ms>`). The
+/// server removes expired keys itself, so there is no cleanup task. Every command touches
+/// one key, so it works on a cluster; iteration scans every primary node.
+///
+/// Cloning is cheap and clones share the connections.
+///
+/// ```no_run
+/// # async fn demo() -> scs_core::Result<()> {
+/// use scs_core::Store;
+/// use scs_fredstore::FredStore;
+/// use std::time::Duration;
+///
+/// let store = FredStore::from_url("redis-cluster://127.0.0.1:30001").await?;
+/// let expiry = scs_core::time::OffsetDateTime::now_utc() + Duration::from_secs(60);
+/// store.commit("key", b"data", expiry).await?;
+/// assert_eq!(store.find("key").await?.as_deref(), Some(&b"data"[..]));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct FredStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Arc<Conn>,
+    prefix: String,
+    /// `SCAN ... MATCH` pattern: the prefix with its glob metacharacters escaped, then `*`.
+    pattern: String,
+}
+
+/// The connections, shared by the stores [`FredStore::with_prefix`] makes.
+struct Conn {
+    handle: Handle,
+    /// The connections were opened by [`FredStore::from_url`]: close them with the store.
+    owned: bool,
+}
+
+enum Handle {
+    Pool(Pool),
+    Client(Client),
+}
+
+impl Handle {
+    /// The client for the next command (round robin over a pool's connected clients).
+    fn client(&self) -> &Client {
+        match self {
+            Self::Pool(pool) => pool.next_connected(),
+            Self::Client(client) => client,
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // fred's connection tasks outlive their handles: close what from_url opened.
+        if !self.owned {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        match &self.handle {
+            Handle::Pool(pool) => {
+                let pool = pool.clone();
+                runtime.spawn(async move { pool.quit().await });
+            }
+            Handle::Client(client) => {
+                let client = client.clone();
+                runtime.spawn(async move { client.quit().await });
+            }
+        }
+    }
+}
+
+impl FredStore {
+    /// A store on a pool (connected with `pool.init()`) with the default prefix,
+    /// `scs:session:`.
+    pub fn new(pool: Pool) -> Self {
+        Self::builder(pool).build_unchecked()
+    }
+
+    /// A builder for the key prefix, on a pool.
+    pub fn builder(pool: Pool) -> FredStoreBuilder {
+        FredStoreBuilder::new(Handle::Pool(pool))
+    }
+
+    /// A store on a single client (connected with `client.init()`) with the default prefix.
+    pub fn from_client(client: Client) -> Self {
+        Self::client_builder(client).build_unchecked()
+    }
+
+    /// A builder for the key prefix, on a single client.
+    pub fn client_builder(client: Client) -> FredStoreBuilder {
+        FredStoreBuilder::new(Handle::Client(client))
+    }
+
+    /// Connects to the server(s) at `url` with the default prefix. The scheme picks the
+    /// deployment: `redis://` (or `valkey://`) for one server, `redis-cluster://host:port`
+    /// (more nodes as `?node=host:port&node=...`) for a cluster, `redis-sentinel://` for
+    /// sentinels; `rediss` variants need a TLS feature of `fred`.
+    ///
+    /// The pool has 4 clients that reconnect forever with exponential backoff (0.1 s up to
+    /// 5 s); connecting times out after 5 s and a command after 3 s. The connections close
+    /// when the last clone of the store is dropped inside a Tokio runtime. Build a
+    /// [`Pool`] yourself and use [`new`](Self::new) or [`builder`](Self::builder) for other
+    /// settings.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] for a malformed URL, [`ErrorKind::Connection`] (or
+    /// [`ErrorKind::Timeout`]) when the server cannot be reached.
+    pub async fn from_url(url: &str) -> Result<Self> {
+        check_scheme(url)?;
+        let config = Config::from_url(url).map_err(|e| {
+            Error::new(ErrorKind::Config, "parsing the Redis URL")
+                .with_backend(BACKEND)
+                .with_source(e)
+        })?;
+        let pool = Builder::from_config(config)
+            .with_connection_config(|c| c.connection_timeout = CONNECT_TIMEOUT)
+            .with_performance_config(|p| p.default_command_timeout = COMMAND_TIMEOUT)
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+            .build_pool(POOL_SIZE)
+            .map_err(|e| fred_error("building the client pool", e))?;
+        // The initial connection fails fast (fred's default), reconnection applies after.
+        pool.init()
+            .await
+            .map_err(|e| fred_error("connecting to the server", e))?;
+        let mut builder = Self::builder(pool);
+        builder.owned = true;
+        Ok(builder.build_unchecked())
+    }
+
+    /// A store on the same connections under another key prefix (see
+    /// [`FredStoreBuilder::prefix`]).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] for an empty prefix.
+    pub fn with_prefix(&self, prefix: impl Into<String>) -> Result<Self> {
+        let prefix = prefix.into();
+        check_prefix(&prefix)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn: self.inner.conn.clone(),
+                pattern: pattern(&prefix),
+                prefix,
+            }),
+        })
+    }
+
+    /// Sends a `PING`: checks that the server answers.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Connection`] or [`ErrorKind::Timeout`] when it does not.
+    pub async fn ping(&self) -> Result<()> {
+        self.inner
+            .client()
+            .ping::<()>(None)
+            .await
+            .map_err(|e| fred_error("pinging the server", e))
+    }
+
+    /// The key prefix of this store.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// How many keys are under this store's prefix (found with `SCAN` on every primary,
+    /// never `KEYS`).
+    ///
+    /// # Errors
+    /// A connection or command error.
+    pub async fn count(&self) -> Result<usize> {
+        Ok(self.inner.scan("counting the sessions").await?.len())
+    }
+
+    /// Deletes every key under this store's prefix (found with `SCAN` on every primary,
+    /// never `KEYS`): signs everyone out. Returns how many keys went.
+    ///
+    /// # Errors
+    /// A connection or command error; keys deleted before it stay deleted.
+    pub async fn clear(&self) -> Result<usize> {
+        const WHAT: &str = "deleting every session";
+        let keys = self.inner.scan(WHAT).await?;
+        let mut removed = 0;
+        for batch in keys.chunks(BATCH) {
+            let client = self.inner.client();
+            if client.is_clustered() {
+                // One key per command: keys of one batch live in different hash slots.
+                let counts = try_join_all(batch.iter().map(|k| client.del::<usize, _>(k)))
+                    .await
+                    .map_err(|e| fred_error(WHAT, e))?;
+                removed += counts.into_iter().sum::<usize>();
+            } else {
+                removed += client
+                    .del::<usize, _>(batch.to_vec())
+                    .await
+                    .map_err(|e| fred_error(WHAT, e))?;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl Inner {
+    /// The client for the next command.
+    fn client(&self) -> &Client {
+        self.conn.handle.client()
+    }
+
+    fn key(&self, key: &str) -> String {
+        let mut full = String::with_capacity(self.prefix.len() + key.len());
+        full.push_str(&self.prefix);
+        full.push_str(key);
+        full
+    }
+
+    /// Every key matching the prefix, once each: `SCAN` on the server, or on every primary
+    /// of a cluster (either may repeat a key).
+    async fn scan(&self, what: &'static str) -> Result<Vec<Key>> {
+        let client = self.client();
+        let pattern = self.pattern.as_str();
+        let mut seen = HashSet::new();
+        let mut keys = Vec::new();
+        let mut push = |key: Key| {
+            if seen.insert(key.clone()) {
+                keys.push(key);
+            }
+        };
+        if client.is_clustered() {
+            let mut stream =
+                std::pin::pin!(client.scan_cluster_buffered(pattern, Some(SCAN_COUNT), None));
+            while let Some(key) = stream.try_next().await.map_err(|e| fred_error(what, e))? {
+                push(key);
+            }
+        } else {
+            let mut stream = std::pin::pin!(client.scan_buffered(pattern, Some(SCAN_COUNT), None));
+            while let Some(key) = stream.try_next().await.map_err(|e| fred_error(what, e))? {
+                push(key);
+            }
+        }
+        Ok(keys)
+    }
+}
+
+impl std::fmt::Debug for FredStore {
+    // Not the client config: it holds the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, clients) = match &self.inner.conn.handle {
+            Handle::Pool(pool) => ("pool", pool.size()),
+            Handle::Client(_) => ("client", 1),
+        };
+        f.debug_struct("FredStore")
+            .field("prefix", &self.inner.prefix)
+            .field(kind, &clients)
+            .field("clustered", &self.inner.client().is_clustered())
+            .finish()
+    }
+}
+
+/// Options of a [`FredStore`].
+#[must_use]
+pub struct FredStoreBuilder {
+    handle: Handle,
+    prefix: String,
+    owned: bool,
+}
+
+impl std::fmt::Debug for FredStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FredStoreBuilder")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FredStoreBuilder {
+    fn new(handle: Handle) -> Self {
+        Self {
+            handle,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            owned: false,
+        }
+    }
+
+    /// The prefix of every key this store writes (default `scs:session:`). Stores with
+    /// different prefixes on one server are kept apart, unless one prefix starts with the
+    /// other: then the shorter one's `all()` also lists the longer one's sessions.
+    ///
+    /// On a cluster, a hash tag in the prefix (`{sessions}:`) puts every session in one
+    /// slot, so on one node: usually not what you want.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Builds the store. Nothing is sent to the server.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] for an empty prefix (iteration and
+    /// [`clear`](FredStore::clear) would then cover the whole database).
+    pub fn build(self) -> Result<FredStore> {
+        check_prefix(&self.prefix)?;
+        Ok(self.build_unchecked())
+    }
+
+    fn build_unchecked(self) -> FredStore {
+        FredStore {
+            inner: Arc::new(Inner {
+                conn: Arc::new(Conn {
+                    handle: self.handle,
+                    owned: self.owned,
+                }),
+                pattern: pattern(&self.prefix),
+                prefix: self.prefix,
+            }),
+        }
+    }
+}
+
+/// fred reads any other scheme as `redis://`: an `http://` URL would connect to port 80.
+fn check_scheme(url: &str) -> Result<()> {
+    const SCHEMES: &[&str] = &[
+        "redis",
+        "rediss",
+        "redis-cluster",
+        "rediss-cluster",
+        "redis-sentinel",
+        "rediss-sentinel",
+        "redis+unix",
+        "valkey",
+        "valkeys",
+        "valkey-cluster",
+        "valkeys-cluster",
+        "valkey-sentinel",
+        "valkeys-sentinel",
+        "valkey+unix",
+    ];
+    match url.split_once("://") {
+        Some((scheme, _)) if SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) => Ok(()),
+        _ => Err(Error::new(
+            ErrorKind::Config,
+            "the URL must start with redis://, rediss://, redis-cluster://, redis-sentinel://, \
+             redis+unix:// or their valkey equivalents",
+        )
+        .with_backend(BACKEND)),
+    }
+}
+
+fn check_prefix(prefix: &str) -> Result<()> {
+    if prefix.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "the key prefix must not be empty: the store would span the whole database",
+        )
+        .with_backend(BACKEND));
+    }
+    Ok(())
+}
+
+/// The `SCAN ... MATCH` pattern of every key under `prefix`.
+fn pattern(prefix: &str) -> String {
+    format!("{}*", escape_glob(prefix))
+}
+
+/// Escapes the glob metacharacters of `SCAN ... MATCH` (`* ? [ ] \`) so that the prefix
+/// matches only itself.
+fn escape_glob(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Expiry
+
+/// The `PXAT` / `PEXPIREAT` value for `expiry`.
+///
+/// Redis treats a key as live while its clock in whole milliseconds is `<=` the stored
+/// unix-ms expiry, i.e. up to one millisecond past it. Storing the millisecond *before* the
+/// expiry (rounded down) makes the server drop the key no later than `expiry`, never after.
+fn expiry_millis(expiry: OffsetDateTime) -> i64 {
+    let ms = expiry.unix_timestamp_nanos().div_euclid(1_000_000);
+    i64::try_from(ms)
+        .unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX })
+        .saturating_sub(1)
+}
+
+fn now_millis() -> i64 {
+    let ms = OffsetDateTime::now_utc()
+        .unix_timestamp_nanos()
+        .div_euclid(1_000_000);
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// A `GET` reply: the bytes, or `None` for nil.
+fn reply_bytes(what: &'static str, value: Value) -> Result<Option<Vec<u8>>> {
+    match value {
+        Value::Null => Ok(None),
+        Value::Bytes(bytes) => Ok(Some(bytes.to_vec())),
+        Value::String(s) => Ok(Some(s.as_bytes().to_vec())),
+        other => Err(Error::new(
+            ErrorKind::Backend,
+            format!(
+                "{what}: the server answered a {} instead of a string",
+                other.kind()
+            ),
+        )
+        .with_backend(BACKEND)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The store traits
+
+#[async_trait]
+impl Store for FredStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new()
+            .with_iterate()
+            .with_touch()
+            .with_native_ttl()
+    }
+
+    async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        // The expiry check on read is the server's: Redis and Valkey check a key's expiry on
+        // every access (and on replicas too) and never return a key past its PXAT, even
+        // before their background expiry removed it. Every key is written with its expiry
+        // in the same command, so a plain GET is the read-side check.
+        const WHAT: &str = "finding a session";
+        let value = self
+            .inner
+            .client()
+            .get::<Value, _>(self.inner.key(key))
+            .await
+            .map_err(|e| fred_error(WHAT, e))?;
+        reply_bytes(WHAT, value)
+    }
+
+    async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
+        const WHAT: &str = "committing a session";
+        let at = expiry_millis(expiry);
+        let client = self.inner.client();
+        let key = self.inner.key(key);
+        if at <= now_millis() {
+            // Already expired: remove what is there, never write a key without a TTL.
+            client.del::<(), _>(key).await
+        } else {
+            // One command replaces data and expiry together.
+            let data = Bytes::copy_from_slice(data);
+            client
+                .set::<(), _, _>(key, data, Some(Expiration::PXAT(at)), None, false)
+                .await
+        }
+        .map_err(|e| fred_error(WHAT, e))
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.inner
+            .client()
+            .del::<(), _>(self.inner.key(key))
+            .await
+            .map_err(|e| fred_error("deleting a session", e))
+    }
+
+    async fn touch(&self, key: &str, expiry: OffsetDateTime) -> Result<bool> {
+        let at = expiry_millis(expiry);
+        let client = self.inner.client();
+        let key = self.inner.key(key);
+        // PEXPIREAT answers 0 for a missing (or already expired) key and creates nothing; a
+        // past expiry deletes the key, like DEL, which answers how many keys went.
+        let n = if at <= now_millis() {
+            client.del::<i64, _>(key).await
+        } else {
+            client.pexpire_at::<i64, _>(key, at, None).await
+        }
+        .map_err(|e| fred_error("touching a session", e))?;
+        Ok(n > 0)
+    }
+
+    fn as_iterable(&self) -> Option<&dyn IterableStore> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl IterableStore for FredStore {
+    async fn all(&self) -> Result<Vec<Entry>> {
+        const WHAT: &str = "listing the sessions";
+        let keys = self.inner.scan(WHAT).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(BATCH) {
+            let client = self.inner.client();
+            let values = if client.is_clustered() {
+                // One key per command: keys of one batch live in different hash slots.
+                try_join_all(batch.iter().map(|k| client.get::<Value, _>(k))).await
+            } else {
+                client
+                    .mget::<Value, _>(batch.to_vec())
+                    .await
+                    .map(|reply| match reply {
+                        Value::Array(values) => values,
+                        other => vec![other],
+                    })
+            }
+            .map_err(|e| fred_error(WHAT, e))?;
+            // A key that expired or was deleted since the SCAN reads as nil: skipped, like
+            // anything under the prefix that is not valid UTF-8.
+            for (key, value) in batch.iter().zip(values) {
+                let Some(value) = reply_bytes(WHAT, value)? else {
+                    continue;
+                };
+                let Some(key) = std::str::from_utf8(key.as_bytes())
+                    .ok()
+                    .and_then(|k| k.strip_prefix(self.inner.prefix.as_str()))
+                else {
+                    continue;
+                };
+                out.push((key.to_owned(), value));
+            }
+        }
+        Ok(out)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+fn fred_error(what: &'static str, e: FredError) -> Error {
+    let kind = match e.kind() {
+        FredErrorKind::Timeout => ErrorKind::Timeout,
+        FredErrorKind::IO
+        | FredErrorKind::Canceled
+        | FredErrorKind::Routing
+        | FredErrorKind::Cluster
+        | FredErrorKind::Backpressure
+        | FredErrorKind::Auth
+        | FredErrorKind::Sentinel => ErrorKind::Connection,
+        FredErrorKind::Config | FredErrorKind::Url => ErrorKind::Config,
+        // Rejected commands, parse errors, and the kinds of optional fred features (TLS,
+        // replicas), which this crate cannot name.
+        _ => ErrorKind::Backend,
+    };
+    Error::new(kind, what).with_backend(BACKEND).with_source(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unconnected_pool(url: &str) -> Pool {
+        Builder::from_config(Config::from_url(url).unwrap())
+            .build_pool(2)
+            .unwrap()
+    }
+
+    #[test]
+    fn glob_metacharacters_are_escaped() {
+        assert_eq!(escape_glob("scs:session:"), "scs:session:");
+        assert_eq!(escape_glob(r"a*b?c[d]e\f"), r"a\*b\?c\[d\]e\\f");
+    }
+
+    #[test]
+    fn pattern_and_key_use_the_prefix() {
+        let store = FredStore::builder(unconnected_pool("redis://127.0.0.1:1"))
+            .prefix("app[1]:")
+            .build()
+            .unwrap();
+        assert_eq!(store.inner.pattern, r"app\[1\]:*");
+        assert_eq!(store.inner.key("k"), "app[1]:k");
+        let store = FredStore::new(unconnected_pool("redis://127.0.0.1:1"));
+        assert_eq!(store.prefix(), DEFAULT_PREFIX);
+        assert_eq!(store.inner.pattern, "scs:session:*");
+    }
+
+    #[test]
+    fn empty_prefix_is_a_config_error() {
+        let err = FredStore::builder(unconnected_pool("redis://127.0.0.1:1"))
+            .prefix("")
+            .build()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert_eq!(err.backend(), Some(BACKEND));
+    }
+
+    #[test]
+    fn debug_does_not_leak_the_password() {
+        let url = "redis://user:hunter2secret@127.0.0.1:1/0";
+        let store = FredStore::new(unconnected_pool(url));
+        let debug = format!("{store:?}");
+        assert!(!debug.contains("hunter2secret"), "{debug}");
+        assert!(debug.contains("scs:session:"), "{debug}");
+        let client = Builder::from_config(Config::from_url(url).unwrap())
+            .build()
+            .unwrap();
+        let debug = format!("{:?}", FredStore::client_builder(client));
+        assert!(!debug.contains("hunter2secret"), "{debug}");
+    }
+
+    #[tokio::test]
+    async fn malformed_urls_are_config_errors() {
+        for url in [
+            "http://127.0.0.1:6379",
+            "not a url",
+            "redis://127.0.0.1:notaport",
+        ] {
+            let err = FredStore::from_url(url).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{url}: {err:#}");
+            assert_eq!(err.backend(), Some(BACKEND));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_a_connection_error() {
+        // Port 1 on loopback: nothing listens there.
+        let err = tokio::time::timeout(
+            Duration::from_secs(20),
+            FredStore::from_url("redis://127.0.0.1:1"),
+        )
+        .await
+        .expect("fails fast, without retrying")
+        .unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::Connection | ErrorKind::Timeout),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn expiry_is_the_millisecond_before() {
+        let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_900_000).unwrap();
+        assert_eq!(expiry_millis(t), 1_700_000_000_122);
+        let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_000_000).unwrap();
+        assert_eq!(expiry_millis(t), 1_700_000_000_122);
+    }
+}
