@@ -1,0 +1,80 @@
+//! The conformance suite against PostgreSQL (`SCS_POSTGRES_URL`).
+
+use std::process::ExitCode;
+
+use scs_conformance::{Backend, Fixture};
+use scs_core::{Error, ErrorKind};
+use scs_pgstore::PostgresStore;
+use scs_pgstore::sqlx::{self, AssertSqlSafe, postgres::PgPoolOptions};
+
+fn main() -> ExitCode {
+    let url = scs_conformance::env_url(
+        "SCS_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    );
+    let server = address(&url);
+    scs_conformance::run(
+        Backend::new(scs_pgstore::BACKEND, move |opts| {
+            let url = url.clone();
+            async move {
+                // A small pool per fixture: eight trials run at once, some with two stores.
+                let pool = PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect(&url)
+                    .await
+                    .map_err(|e| driver_error(ErrorKind::Connection, "connecting", e))?;
+                let store = PostgresStore::builder(pool.clone())
+                    .table_name(&opts.namespace)
+                    .cleanup_interval(opts.cleanup_interval)
+                    .build()?;
+                store.migrate().await?;
+                let count = format!("SELECT COUNT(*) FROM \"{}\"", opts.namespace);
+                let drop_sql = format!("DROP TABLE IF EXISTS \"{}\"", opts.namespace);
+                let (len_pool, stop, down) = (pool.clone(), store.clone(), store.clone());
+                Ok(Fixture::new(store)
+                    .with_raw_len(move || {
+                        let (pool, count) = (len_pool.clone(), count.clone());
+                        async move {
+                            let n: i64 = sqlx::query_scalar(AssertSqlSafe(count))
+                                .fetch_one(&pool)
+                                .await
+                                .map_err(|e| {
+                                    driver_error(ErrorKind::Backend, "counting rows", e)
+                                })?;
+                            usize::try_from(n)
+                                .map_err(|e| driver_error(ErrorKind::Backend, "counting rows", e))
+                        }
+                    })
+                    .with_stop_cleanup(move || stop.stop_cleanup())
+                    .with_teardown(move || async move {
+                        down.stop_cleanup();
+                        let dropped = sqlx::query(AssertSqlSafe(drop_sql)).execute(&pool).await;
+                        pool.close().await;
+                        dropped.map_err(|e| {
+                            driver_error(ErrorKind::Backend, "dropping the table", e)
+                        })?;
+                        Ok(())
+                    }))
+            }
+        })
+        .server(server),
+    )
+}
+
+/// The URL without credentials, for messages.
+fn address(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://{host}"),
+        _ => url.to_owned(),
+    }
+}
+
+fn driver_error(
+    kind: ErrorKind,
+    what: &'static str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
+    Error::new(kind, what)
+        .with_backend(scs_pgstore::BACKEND)
+        .with_source(e)
+}

@@ -1,0 +1,585 @@
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, Object, Pool, PoolError, Runtime};
+use scs_core::time::OffsetDateTime;
+use scs_core::{Capabilities, Entry, Error, ErrorKind, IterableStore, Result, Store, async_trait};
+use scs_tokio::CleanupTask;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row, Statement};
+
+use crate::BACKEND;
+
+/// Default table name.
+const DEFAULT_TABLE: &str = "sessions";
+
+/// Default interval of the expired-row cleanup.
+const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(5 * 60);
+
+/// Longest table name: the index is `<table>_expiry_idx`, and PostgreSQL cuts identifiers
+/// at 63 bytes (two long names would then share one index name and the second table would
+/// silently get no index).
+const MAX_TABLE_NAME_LEN: usize = 63 - "_expiry_idx".len();
+
+/// Pool size of [`TokioPostgresStore::from_url`] (sqlx's default, as the other SQL stores).
+const DEFAULT_POOL_SIZE: usize = 10;
+
+/// How long [`TokioPostgresStore::from_url`]'s pool waits for a free connection or a new
+/// one (sqlx's default acquire timeout, as the other SQL stores).
+const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A PostgreSQL session store on tokio-postgres, through a deadpool-postgres [`Pool`].
+///
+/// One row per session (`token`, `data`, `expiry`); expiry is checked in every query, and a
+/// background task deletes expired rows (every 5 minutes by default). Create the table once
+/// with [`migrate`](Self::migrate). Cloning is cheap and clones share the pool; dropping
+/// the last clone stops the task. Statements are prepared once per connection
+/// (`prepare_cached`).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use scs_tokiopgstore::TokioPostgresStore;
+/// use scs_tokiopgstore::deadpool_postgres::{Manager, Pool};
+/// use scs_tokiopgstore::tokio_postgres::NoTls;
+/// use std::time::Duration;
+///
+/// let config = "postgres://app@localhost/app".parse()?;
+/// let pool = Pool::builder(Manager::new(config, NoTls)).max_size(16).build()?;
+/// let store = TokioPostgresStore::builder(pool)
+///     .table_name("web_sessions")
+///     .cleanup_interval(Some(Duration::from_secs(60)))
+///     .build()?;
+/// store.migrate().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TokioPostgresStore {
+    inner: Arc<Inner>,
+    cleanup: Option<Arc<CleanupTask>>,
+}
+
+struct Inner {
+    pool: Pool,
+    table: String,
+    sql: Queries,
+}
+
+/// Every statement of one table, built once. The table name is validated by
+/// [`check_table_name`] and quoted; every value is a bound parameter.
+struct Queries {
+    create_table: String,
+    create_index: String,
+    find: String,
+    commit: String,
+    delete: String,
+    touch: String,
+    all: String,
+    delete_expired: String,
+}
+
+impl Queries {
+    fn new(table: &str) -> Self {
+        // Safe to splice: `table` matched `[A-Za-z_][A-Za-z0-9_]*` (check_table_name).
+        let t = format!("\"{table}\"");
+        Self {
+            create_table: format!(
+                "CREATE TABLE IF NOT EXISTS {t} (\
+                 token TEXT PRIMARY KEY, \
+                 data BYTEA NOT NULL, \
+                 expiry TIMESTAMPTZ NOT NULL)"
+            ),
+            create_index: format!(
+                "CREATE INDEX IF NOT EXISTS \"{table}_expiry_idx\" ON {t} (expiry)"
+            ),
+            find: format!("SELECT data FROM {t} WHERE token = $1 AND expiry > $2"),
+            commit: format!(
+                "INSERT INTO {t} (token, data, expiry) VALUES ($1, $2, $3) \
+                 ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry"
+            ),
+            delete: format!("DELETE FROM {t} WHERE token = $1"),
+            touch: format!("UPDATE {t} SET expiry = $2 WHERE token = $1 AND expiry > $3"),
+            all: format!("SELECT token, data FROM {t} WHERE expiry > $1"),
+            delete_expired: format!("DELETE FROM {t} WHERE expiry <= $1"),
+        }
+    }
+}
+
+/// Statement parameters as tokio-postgres takes them.
+type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+impl Inner {
+    fn new(pool: Pool, table: String) -> Self {
+        let sql = Queries::new(&table);
+        Self { pool, table, sql }
+    }
+
+    /// A pooled connection and its cached prepared statement for `sql`.
+    async fn prepare(&self, sql: &str, what: &'static str) -> Result<(Object, Statement)> {
+        let client = self.pool.get().await.map_err(pool_error(what))?;
+        let statement = client.prepare_cached(sql).await.map_err(error(what))?;
+        Ok((client, statement))
+    }
+
+    /// Runs `sql` and returns how many rows it changed.
+    async fn execute(&self, sql: &str, params: &Params<'_>, what: &'static str) -> Result<u64> {
+        let (client, statement) = self.prepare(sql, what).await?;
+        client
+            .execute(&statement, params)
+            .await
+            .map_err(error(what))
+    }
+
+    /// Runs `sql` and returns its rows.
+    async fn query(&self, sql: &str, params: &Params<'_>, what: &'static str) -> Result<Vec<Row>> {
+        let (client, statement) = self.prepare(sql, what).await?;
+        client.query(&statement, params).await.map_err(error(what))
+    }
+
+    async fn delete_expired(&self) -> Result<u64> {
+        self.execute(
+            &self.sql.delete_expired,
+            &[&now()],
+            "removing expired sessions",
+        )
+        .await
+    }
+
+    /// Runs DDL (no parameters) over the simple query protocol: nothing to prepare.
+    async fn batch(&self, sql: &str, what: &'static str) -> Result<()> {
+        let client = self.pool.get().await.map_err(pool_error(what))?;
+        client.batch_execute(sql).await.map_err(error(what))
+    }
+}
+
+/// "Now" is taken from the application's clock and bound, so that the app and the database
+/// never disagree about whether an expiry the app just computed has passed.
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+impl TokioPostgresStore {
+    /// A store on `pool` with the defaults: table `sessions`, cleanup every 5 minutes when
+    /// built inside a Tokio runtime. Outside a runtime there is no cleanup task (expired
+    /// rows are still never returned); use [`builder`](Self::builder) to make that an
+    /// error.
+    pub fn new(pool: Pool) -> Self {
+        let inner = Arc::new(Inner::new(pool, DEFAULT_TABLE.to_owned()));
+        let cleanup = scs_tokio::runtime_available()
+            .then(|| spawn_cleanup(inner.clone(), DEFAULT_CLEANUP_INTERVAL).ok())
+            .flatten()
+            .map(Arc::new);
+        Self { inner, cleanup }
+    }
+
+    /// A builder for the table name and cleanup interval.
+    pub fn builder(pool: Pool) -> TokioPostgresStoreBuilder {
+        TokioPostgresStoreBuilder {
+            pool,
+            table: DEFAULT_TABLE.to_owned(),
+            cleanup_interval: Some(DEFAULT_CLEANUP_INTERVAL),
+        }
+    }
+
+    /// Builds a pool for `url` (`postgres://user:password@host:port/database?options`;
+    /// without TLS, at most 10 connections, 30 s to get or open one), opens one connection
+    /// to check it, and builds the store as [`new`](Self::new) does. Does not create the
+    /// table: call [`migrate`](Self::migrate).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] for a malformed URL, [`ErrorKind::Connection`] when the server
+    /// cannot be reached or refuses the login, [`ErrorKind::Timeout`] when connecting
+    /// takes over 30 s.
+    pub async fn from_url(url: &str) -> Result<Self> {
+        check_scheme(url)?;
+        let config = tokio_postgres::Config::from_str(url).map_err(|e| {
+            Error::new(ErrorKind::Config, "the PostgreSQL URL is malformed")
+                .with_backend(BACKEND)
+                .with_source(e)
+        })?;
+        let pool = Pool::builder(Manager::new(config, NoTls))
+            .max_size(DEFAULT_POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(DEFAULT_POOL_TIMEOUT))
+            .create_timeout(Some(DEFAULT_POOL_TIMEOUT))
+            .build()
+            .map_err(|e| {
+                Error::new(ErrorKind::Config, "building the connection pool")
+                    .with_backend(BACKEND)
+                    .with_source(e)
+            })?;
+        // Connect once, so that a wrong URL fails here (as the sqlx stores do) rather than
+        // at the first request.
+        drop(
+            pool.get()
+                .await
+                .map_err(pool_error("connecting to PostgreSQL"))?,
+        );
+        Ok(Self::new(pool))
+    }
+
+    /// Creates the table and its expiry index when they do not exist yet. Run it once at
+    /// startup (or apply the DDL from the README with your own migrations).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Backend`] when the database rejects the DDL (e.g. no permission).
+    pub async fn migrate(&self) -> Result<()> {
+        let inner = &self.inner;
+        inner
+            .batch(&inner.sql.create_table, "creating the sessions table")
+            .await?;
+        inner
+            .batch(
+                &inner.sql.create_index,
+                "creating the sessions expiry index",
+            )
+            .await
+    }
+
+    /// Stops the cleanup task. Returns at once; calling it twice is fine.
+    pub fn stop_cleanup(&self) {
+        if let Some(task) = &self.cleanup {
+            task.stop();
+        }
+    }
+
+    /// Deletes every expired row now and returns how many went.
+    ///
+    /// # Errors
+    /// The mapped driver error when the delete fails.
+    pub async fn remove_expired(&self) -> Result<u64> {
+        self.inner.delete_expired().await
+    }
+}
+
+impl std::fmt::Debug for TokioPostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the pool or its config: they hold the password.
+        f.debug_struct("TokioPostgresStore")
+            .field("table", &self.inner.table)
+            .field("cleanup", &self.cleanup.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options of a [`TokioPostgresStore`].
+#[must_use]
+pub struct TokioPostgresStoreBuilder {
+    pool: Pool,
+    table: String,
+    cleanup_interval: Option<Duration>,
+}
+
+impl TokioPostgresStoreBuilder {
+    /// The table name (default `sessions`): 1 to 52 ASCII letters, digits or underscores,
+    /// not starting with a digit. It is quoted in SQL, so it is case-sensitive.
+    pub fn table_name(mut self, name: impl Into<String>) -> Self {
+        self.table = name.into();
+        self
+    }
+
+    /// How often expired rows are deleted; `None` for no cleanup task (default: 5
+    /// minutes).
+    pub fn cleanup_interval(mut self, interval: Option<Duration>) -> Self {
+        self.cleanup_interval = interval;
+        self
+    }
+
+    /// Builds the store and starts the cleanup task.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] for an invalid table name, a zero interval, or a cleanup
+    /// interval with no Tokio runtime running.
+    pub fn build(self) -> Result<TokioPostgresStore> {
+        check_table_name(&self.table)?;
+        let inner = Arc::new(Inner::new(self.pool, self.table));
+        let cleanup = match self.cleanup_interval {
+            Some(interval) => Some(Arc::new(spawn_cleanup(inner.clone(), interval)?)),
+            None => None,
+        };
+        Ok(TokioPostgresStore { inner, cleanup })
+    }
+}
+
+impl std::fmt::Debug for TokioPostgresStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokioPostgresStoreBuilder")
+            .field("table", &self.table)
+            .field("cleanup_interval", &self.cleanup_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+fn spawn_cleanup(inner: Arc<Inner>, interval: Duration) -> Result<CleanupTask> {
+    CleanupTask::spawn(BACKEND, interval, move || {
+        let inner = inner.clone();
+        async move { inner.delete_expired().await }
+    })
+}
+
+#[async_trait]
+impl Store for TokioPostgresStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        // TIMESTAMPTZ keeps microseconds, so the default 1 ms resolution holds.
+        Capabilities::new().with_iterate().with_touch()
+    }
+
+    async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        const WHAT: &str = "finding a session";
+        let rows = self
+            .inner
+            .query(&self.inner.sql.find, &[&key, &now()], WHAT)
+            .await?;
+        rows.first()
+            .map(|row| row.try_get::<_, Vec<u8>>(0))
+            .transpose()
+            .map_err(error(WHAT))
+    }
+
+    async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
+        // One upsert; a past expiry leaves a row that no read returns and cleanup deletes.
+        self.inner
+            .execute(
+                &self.inner.sql.commit,
+                &[&key, &data, &expiry],
+                "committing a session",
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.inner
+            .execute(&self.inner.sql.delete, &[&key], "deleting a session")
+            .await?;
+        Ok(())
+    }
+
+    async fn touch(&self, key: &str, expiry: OffsetDateTime) -> Result<bool> {
+        let changed = self
+            .inner
+            .execute(
+                &self.inner.sql.touch,
+                &[&key, &expiry, &now()],
+                "touching a session",
+            )
+            .await?;
+        Ok(changed > 0)
+    }
+
+    fn as_iterable(&self) -> Option<&dyn IterableStore> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl IterableStore for TokioPostgresStore {
+    async fn all(&self) -> Result<Vec<Entry>> {
+        const WHAT: &str = "listing sessions";
+        let rows = self
+            .inner
+            .query(&self.inner.sql.all, &[&now()], WHAT)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<std::result::Result<_, tokio_postgres::Error>>()
+            .map_err(error(WHAT))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation and errors
+
+/// Table names are spliced into SQL, so only plain identifiers pass.
+fn check_table_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= MAX_TABLE_NAME_LEN;
+    if valid {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Config,
+        format!(
+            "invalid table name {name:?}: use 1 to {MAX_TABLE_NAME_LEN} ASCII letters, digits \
+             or underscores, not starting with a digit"
+        ),
+    )
+    .with_backend(BACKEND))
+}
+
+/// tokio-postgres also parses `key=value` strings; `from_url` takes URLs only, and a
+/// `mysql://` URL here is a mistake worth naming.
+fn check_scheme(url: &str) -> Result<()> {
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("postgres" | "postgresql") => Ok(()),
+        _ => Err(Error::new(
+            ErrorKind::Config,
+            "the PostgreSQL URL must start with postgres:// or postgresql://",
+        )
+        .with_backend(BACKEND)),
+    }
+}
+
+/// Maps a driver error to the core error saying `what` failed, with the source kept.
+fn error(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+    move |e| {
+        Error::new(error_kind(&e), what)
+            .with_backend(BACKEND)
+            .with_source(e)
+    }
+}
+
+/// Maps a failure to get a pooled connection. Any driver error here comes from opening a
+/// connection, so it is a connection error whatever the server said (a refused login comes
+/// back as a database error).
+fn pool_error(what: &'static str) -> impl FnOnce(PoolError) -> Error {
+    move |e| {
+        let kind = match &e {
+            PoolError::Timeout(_) => ErrorKind::Timeout,
+            PoolError::NoRuntimeSpecified => ErrorKind::Config,
+            PoolError::Backend(_) | PoolError::Closed | PoolError::PostCreateHook(_) => {
+                ErrorKind::Connection
+            }
+        };
+        Error::new(kind, what).with_backend(BACKEND).with_source(e)
+    }
+}
+
+fn error_kind(e: &tokio_postgres::Error) -> ErrorKind {
+    if let Some(code) = e.code() {
+        return sqlstate_kind(code.code());
+    }
+    let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+    if e.is_closed() || io {
+        ErrorKind::Connection
+    } else {
+        ErrorKind::Backend
+    }
+}
+
+/// SQLSTATE 57014 is a cancelled statement (`statement_timeout`); classes 08 (connection
+/// exception), 28 (invalid authorization) and 57P (server shutting down) mean the
+/// connection, not the query, failed.
+fn sqlstate_kind(code: &str) -> ErrorKind {
+    match code {
+        "57014" => ErrorKind::Timeout,
+        c if c.starts_with("08") || c.starts_with("28") || c.starts_with("57P") => {
+            ErrorKind::Connection
+        }
+        _ => ErrorKind::Backend,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool that has not connected (deadpool connects on the first `get`).
+    fn lazy_pool(url: &str) -> Pool {
+        let config = url.parse().expect("a well-formed URL");
+        Pool::builder(Manager::new(config, NoTls))
+            .build()
+            .expect("a pool")
+    }
+
+    #[test]
+    fn table_names_are_checked() {
+        for good in ["sessions", "_s", "S1_x", &"a".repeat(MAX_TABLE_NAME_LEN)] {
+            assert!(check_table_name(good).is_ok(), "{good}");
+        }
+        let too_long = "a".repeat(MAX_TABLE_NAME_LEN + 1);
+        for bad in ["", "1s", "s-x", "s x", "s;drop", "\"s\"", "sé", &too_long] {
+            let err = check_table_name(bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{bad}");
+            assert_eq!(err.backend(), Some(BACKEND));
+        }
+    }
+
+    #[tokio::test]
+    async fn from_url_rejects_malformed_urls_without_connecting() {
+        for (url, why) in [
+            ("mysql://root@localhost/test", "postgres://"),
+            ("host=localhost user=postgres", "postgres://"),
+            ("postgres://u@host:notaport/db", "malformed"),
+        ] {
+            let err = TokioPostgresStore::from_url(url).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{url}");
+            assert!(err.message().contains(why), "{url}: {}", err.message());
+        }
+    }
+
+    #[tokio::test]
+    async fn from_url_without_a_server_is_a_connection_error() {
+        // Port 1 on loopback: nothing listens there.
+        let err = TokioPostgresStore::from_url("postgres://u@127.0.0.1:1/db")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Connection, "{err:?}");
+        assert!(std::error::Error::source(&err).is_some());
+    }
+
+    #[tokio::test]
+    async fn builder_rejects_bad_config() {
+        let pool = lazy_pool("postgres://u@127.0.0.1:1/db");
+        let err = TokioPostgresStore::builder(pool.clone())
+            .table_name("no-dashes")
+            .build()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        let err = TokioPostgresStore::builder(pool)
+            .cleanup_interval(Some(Duration::ZERO))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+    }
+
+    #[tokio::test]
+    async fn debug_does_not_leak_the_password() {
+        let pool = lazy_pool("postgres://app:hunter2secret@127.0.0.1:1/db");
+        let store = TokioPostgresStore::builder(pool.clone())
+            .table_name("web_sessions")
+            .build()
+            .unwrap();
+        let builder = TokioPostgresStore::builder(pool);
+        for shown in [
+            format!("{store:?}"),
+            format!("{store:#?}"),
+            format!("{builder:?}"),
+        ] {
+            assert!(!shown.contains("hunter2secret"), "{shown}");
+        }
+        assert!(format!("{store:?}").contains("web_sessions"));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_clone_stops_cleanup() {
+        let store = TokioPostgresStore::new(lazy_pool("postgres://u@127.0.0.1:1/db"));
+        let task = Arc::downgrade(store.cleanup.as_ref().unwrap());
+        let clone = store.clone();
+        drop(store);
+        assert!(task.upgrade().is_some_and(|t| !t.is_stopped()));
+        drop(clone);
+        assert!(
+            task.upgrade().is_none(),
+            "the task handle went with the store"
+        );
+    }
+
+    #[test]
+    fn sqlstates_map_to_kinds() {
+        assert_eq!(sqlstate_kind("57014"), ErrorKind::Timeout);
+        assert_eq!(sqlstate_kind("08006"), ErrorKind::Connection);
+        assert_eq!(sqlstate_kind("28P01"), ErrorKind::Connection);
+        assert_eq!(sqlstate_kind("57P01"), ErrorKind::Connection);
+        assert_eq!(sqlstate_kind("42P01"), ErrorKind::Backend);
+    }
+}
