@@ -10,8 +10,12 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use scs_core::{Capabilities, CtxStore, Result};
 
 mod counting;
+mod fault;
+mod fault_trials;
 mod middleware_trials;
 mod store_trials;
+
+pub use fault::{Fault, FaultProxy};
 
 /// The environment variable that turns a missing server into a failure (set in CI).
 pub const REQUIRE_BACKENDS_VAR: &str = "SCS_REQUIRE_BACKENDS";
@@ -25,6 +29,9 @@ pub struct StoreOptions {
     pub namespace: String,
     /// The cleanup interval the trial wants, or `None` for no cleanup task.
     pub cleanup_interval: Option<Duration>,
+    /// For a server backend, the URL to connect to: the one given to
+    /// [`Backend::server`], or a fault proxy's in front of it. Factories must use it.
+    pub url: Option<String>,
 }
 
 type RawLenFn = Arc<dyn Fn() -> BoxFuture<'static, Result<usize>> + Send + Sync>;
@@ -134,12 +141,13 @@ impl Backend {
         }
     }
 
-    /// Marks a backend that needs a server at `address` (shown in messages). When the
-    /// server cannot be reached the backend is skipped, loudly, or fails when
+    /// Marks a backend that needs a server at `url`. The factory gets the URL to use in
+    /// [`StoreOptions::url`] (this one, or a fault proxy's in front of it). When the server
+    /// cannot be reached the backend is skipped, loudly, or fails when
     /// `SCS_REQUIRE_BACKENDS=1`.
     #[must_use]
-    pub fn server(mut self, address: impl Into<String>) -> Self {
-        self.server = Some(address.into());
+    pub fn server(mut self, url: impl Into<String>) -> Self {
+        self.server = Some(url.into());
         self
     }
 
@@ -223,6 +231,7 @@ pub(crate) enum Needs {
     RawLen,
     RawLenAndCleanup,
     StopCleanup,
+    Server,
 }
 
 /// What the probe learnt about a backend.
@@ -231,6 +240,7 @@ struct Probe {
     caps: Capabilities,
     raw_len: bool,
     stop_cleanup: bool,
+    server: bool,
 }
 
 impl Probe {
@@ -248,8 +258,21 @@ impl Probe {
             }
             Needs::RawLenAndCleanup if !self.raw_len => Some("fixture gives no raw entry count"),
             Needs::StopCleanup if !self.stop_cleanup => Some("fixture gives no stop hook"),
+            Needs::Server if !self.server => Some("embedded backend (no server to cut off)"),
             _ => None,
         }
+    }
+}
+
+/// A server URL fit for messages: user name and password removed.
+fn without_credentials(server: &str) -> String {
+    match url::Url::parse(server) {
+        Ok(mut u) => {
+            let _ = u.set_password(None);
+            let _ = u.set_username("");
+            u.to_string()
+        }
+        Err(_) => "(unparsable URL)".to_owned(),
     }
 }
 
@@ -267,6 +290,7 @@ fn probe(backend: &Backend) -> std::result::Result<Probe, String> {
         let opts = StoreOptions {
             namespace: namespace(),
             cleanup_interval: None,
+            url: backend.server.clone(),
         };
         let open = tokio::time::timeout(Duration::from_secs(30), (backend.factory)(opts));
         let fixture = match open.await {
@@ -278,6 +302,7 @@ fn probe(backend: &Backend) -> std::result::Result<Probe, String> {
             caps: fixture.store.capabilities(),
             raw_len: fixture.raw_len.is_some(),
             stop_cleanup: fixture.stop_cleanup.is_some(),
+            server: backend.server.is_some(),
         };
         if let Some(teardown) = fixture.teardown {
             teardown().await.map_err(|e| format!("teardown: {e:#}"))?;
@@ -289,10 +314,14 @@ fn probe(backend: &Backend) -> std::result::Result<Probe, String> {
 fn trials_for(backend: &Backend, require: bool) -> (Vec<Trial>, Option<String>) {
     let mut list = store_trials::all();
     list.extend(middleware_trials::all());
+    list.extend(fault_trials::all());
     let probe = match probe(backend) {
         Ok(p) => p,
         Err(reason) => {
-            let place = backend.server.as_deref().unwrap_or("(embedded)");
+            let place = backend
+                .server
+                .as_deref()
+                .map_or_else(|| "(embedded)".to_owned(), without_credentials);
             let msg = format!("backend {} unavailable at {place}: {reason}", backend.name);
             if require || backend.server.is_none() {
                 let trial =
@@ -328,6 +357,8 @@ fn trials_for(backend: &Backend, require: bool) -> (Vec<Trial>, Option<String>) 
                     let ctx = TrialCtx {
                         factory: backend.factory.clone(),
                         caps: probe.caps,
+                        server: backend.server.clone(),
+                        proxies: Mutex::default(),
                         teardowns: Arc::default(),
                     };
                     let f = t.run;
@@ -377,6 +408,8 @@ fn run_trial(ctx: TrialCtx, f: TrialFn) -> std::result::Result<(), Failed> {
 pub(crate) struct TrialCtx {
     factory: FactoryFn,
     caps: Capabilities,
+    server: Option<String>,
+    proxies: Mutex<Vec<Arc<FaultProxy>>>,
     teardowns: Arc<Mutex<Vec<TeardownFn>>>,
 }
 
@@ -399,11 +432,47 @@ impl TrialCtx {
 
     /// Opens a store in a fresh namespace with the given cleanup interval.
     pub(crate) async fn open_with(&self, cleanup: Option<Duration>) -> anyhow::Result<Opened> {
-        let fixture = (self.factory)(StoreOptions {
+        self.open_opts(StoreOptions {
             namespace: namespace(),
             cleanup_interval: cleanup,
+            url: self.server.clone(),
         })
-        .await?;
+        .await
+    }
+
+    /// Opens a store through a fault proxy in front of the backend's server. Returns the
+    /// store and the proxy.
+    pub(crate) async fn open_proxied(&self) -> anyhow::Result<(Opened, Arc<FaultProxy>)> {
+        use anyhow::Context as _;
+        let server = self.server.as_deref().context("not a server backend")?;
+        let url =
+            url::Url::parse(server).with_context(|| format!("parsing the server URL {server}"))?;
+        let upstream =
+            fault::upstream_of(&url).with_context(|| format!("no host:port in {server}"))?;
+        let proxy = Arc::new(
+            FaultProxy::start(&upstream)
+                .await
+                .context("starting the fault proxy")?,
+        );
+        // Kept until after the teardown, which talks to the server through it.
+        self.proxies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(proxy.clone());
+        let proxied =
+            fault::redirect(&url, proxy.addr()).context("pointing the URL at the proxy")?;
+        let opened = self
+            .open_opts(StoreOptions {
+                namespace: namespace(),
+                cleanup_interval: None,
+                url: Some(proxied),
+            })
+            .await?;
+        Ok((opened, proxy))
+    }
+
+    async fn open_opts(&self, opts: StoreOptions) -> anyhow::Result<Opened> {
+        let fixture = (self.factory)(opts).await?;
         if let Some(teardown) = fixture.teardown {
             self.teardowns
                 .lock()

@@ -47,18 +47,18 @@ trials! {
 // A tiny app: the path says what the handler does with the session.
 //   /put/<key>/<value>  /get/<key>  /noop  /destroy  /renew  /remember/<0|1>  /incr
 
-struct App {
+pub(crate) struct App {
     manager: SessionManager,
 }
 
-struct Reply {
-    status: u16,
-    set_cookie: Vec<String>,
-    body: String,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) set_cookie: Vec<String>,
+    pub(crate) body: String,
 }
 
 impl Reply {
-    fn token(&self) -> Option<String> {
+    pub(crate) fn token(&self) -> Option<String> {
         self.set_cookie.iter().find_map(|c| {
             let first = c.split(';').next()?;
             first.strip_prefix("session=").map(str::to_owned)
@@ -118,11 +118,11 @@ async fn handle(
 }
 
 impl App {
-    fn new(manager: SessionManager) -> Self {
+    pub(crate) fn new(manager: SessionManager) -> Self {
         Self { manager }
     }
 
-    async fn get(&self, path: &str, token: Option<&str>) -> anyhow::Result<Reply> {
+    pub(crate) async fn get(&self, path: &str, token: Option<&str>) -> anyhow::Result<Reply> {
         let mut req = Request::get(path);
         if let Some(t) = token {
             req = req.header(header::COOKIE, format!("session={t}"));
@@ -165,13 +165,18 @@ fn builder(store: Counting) -> SessionManagerBuilder {
     SessionManager::builder(store)
 }
 
-async fn new_session(app: &App, key: &str, value: &str) -> anyhow::Result<String> {
+pub(crate) async fn new_session(app: &App, key: &str, value: &str) -> anyhow::Result<String> {
     let r = app.get(&format!("/put/{key}/{value}"), None).await?;
     ensure!(r.status == 200, "put answered {}: {}", r.status, r.body);
     r.token().context("no session cookie after a put")
 }
 
-async fn expect_value(app: &App, token: &str, key: &str, want: &str) -> anyhow::Result<()> {
+pub(crate) async fn expect_value(
+    app: &App,
+    token: &str,
+    key: &str,
+    want: &str,
+) -> anyhow::Result<()> {
     let r = app.get(&format!("/get/{key}"), Some(token)).await?;
     ensure!(r.status == 200, "get answered {}: {}", r.status, r.body);
     ensure!(

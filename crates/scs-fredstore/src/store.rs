@@ -6,7 +6,7 @@ use fred::bytes::Bytes;
 use fred::clients::{Client, Pool};
 use fred::error::{Error as FredError, ErrorKind as FredErrorKind};
 use fred::interfaces::{ClientLike, KeysInterface};
-use fred::types::config::{Config, ReconnectPolicy};
+use fred::types::config::{Config, Options, ReconnectPolicy};
 use fred::types::{Builder, Expiration, Key, Value};
 use futures_util::TryStreamExt as _;
 use futures_util::future::try_join_all;
@@ -433,6 +433,18 @@ fn now_millis() -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
+/// Options for writes: one attempt, and fail at once when the connection is down. fred
+/// otherwise queues a command during a reconnect, or writes it again after the
+/// connection broke, so a commit the caller was told had failed (it timed out) could still
+/// land later and overwrite a newer one.
+fn write_options() -> Options {
+    Options {
+        max_attempts: Some(1),
+        fail_fast: true,
+        ..Options::default()
+    }
+}
+
 /// A `GET` reply: the bytes, or `None` for nil.
 fn reply_bytes(what: &'static str, value: Value) -> Result<Option<Vec<u8>>> {
     match value {
@@ -484,7 +496,7 @@ impl Store for FredStore {
     async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
         const WHAT: &str = "committing a session";
         let at = expiry_millis(expiry);
-        let client = self.inner.client();
+        let client = self.inner.client().with_options(&write_options());
         let key = self.inner.key(key);
         if at <= now_millis() {
             // Already expired: remove what is there, never write a key without a TTL.
@@ -502,6 +514,7 @@ impl Store for FredStore {
     async fn delete(&self, key: &str) -> Result<()> {
         self.inner
             .client()
+            .with_options(&write_options())
             .del::<(), _>(self.inner.key(key))
             .await
             .map_err(|e| fred_error("deleting a session", e))
@@ -509,7 +522,7 @@ impl Store for FredStore {
 
     async fn touch(&self, key: &str, expiry: OffsetDateTime) -> Result<bool> {
         let at = expiry_millis(expiry);
-        let client = self.inner.client();
+        let client = self.inner.client().with_options(&write_options());
         let key = self.inner.key(key);
         // PEXPIREAT answers 0 for a missing (or already expired) key and creates nothing; a
         // past expiry deletes the key, like DEL, which answers how many keys went.
