@@ -257,13 +257,14 @@ async fn expiry_millisecond_scale(t: &TrialCtx) -> anyhow::Result<()> {
     let res = t.caps().expiry_resolution;
     let o = t.open().await?;
     let s = S(&o.store);
-    // Two entries whose expiries differ by a few resolution steps.
+    // Two entries whose expiries differ by a few resolution steps plus a little room for
+    // a loaded machine: the early one must be gone while the late one is still there.
     let (early, late) = (key(), key());
-    let base = now() + res * 3 + Duration::from_millis(150);
+    let gap = res * 3 + Duration::from_millis(400);
+    let base = now() + gap;
     s.commit(&early, b"e", base).await?;
-    s.commit(&late, b"l", base + res * 3 + Duration::from_millis(150))
-        .await?;
-    let wait = (base - now()).unsigned_abs() + res + Duration::from_millis(30);
+    s.commit(&late, b"l", base + gap).await?;
+    let wait = (base - now()).unsigned_abs() + res + Duration::from_millis(50);
     tokio::time::sleep(wait).await;
     expect_missing(&s, &early, "expired").await?;
     expect_found(&s, &late, b"l")
