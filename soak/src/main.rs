@@ -1,0 +1,2 @@
+//! The soak test app; see `cargo xtask soak`.
+fn main() {}
