@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use scs_core::time::OffsetDateTime;
-use scs_core::{Capabilities, Context, CtxStore, Entry, IterableCtxStore, Result, async_trait};
+use scs_core::{
+    Capabilities, Context, CtxStore, Entry, IterableCtxStore, Record, Result, async_trait,
+};
 
 /// Counts every call to the wrapped store; the middleware tier uses it to prove that an
 /// unmodified request writes nothing and that a malformed token never reaches the store.
@@ -81,6 +83,25 @@ impl CtxStore for Counting {
     async fn touch_ctx(&self, ctx: &Context, key: &str, expiry: OffsetDateTime) -> Result<bool> {
         self.counts.touches.fetch_add(1, Ordering::SeqCst);
         self.inner.touch_ctx(ctx, key, expiry).await
+    }
+
+    async fn find_record_ctx(&self, ctx: &Context, key: &str) -> Result<Option<Record>> {
+        self.counts.finds.fetch_add(1, Ordering::SeqCst);
+        self.inner.find_record_ctx(ctx, key).await
+    }
+
+    async fn commit_if_ctx(
+        &self,
+        ctx: &Context,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        self.counts.commits.fetch_add(1, Ordering::SeqCst);
+        self.inner
+            .commit_if_ctx(ctx, key, data, expiry, expected)
+            .await
     }
 
     fn as_iterable_ctx(&self) -> Option<&dyn IterableCtxStore> {

@@ -138,6 +138,12 @@ async fn relay(mut client: TcpStream, upstream: String, mut mode: watch::Receive
                     _ => Duration::ZERO,
                 };
                 tokio::select! {
+                    // A fault takes effect before any byte that arrives with or after it:
+                    // a request sent after `set` must never slip through.
+                    biased;
+                    changed = mode.changed() => {
+                        if changed.is_err() { return; }
+                    }
                     r = client.read(&mut a) => {
                         let Ok(n @ 1..) = r else { return };
                         if !delay.is_zero() { tokio::time::sleep(delay).await; }
@@ -147,9 +153,6 @@ async fn relay(mut client: TcpStream, upstream: String, mut mode: watch::Receive
                         let Ok(n @ 1..) = r else { return };
                         if !delay.is_zero() { tokio::time::sleep(delay).await; }
                         if client.write_all(&b[..n]).await.is_err() { return; }
-                    }
-                    changed = mode.changed() => {
-                        if changed.is_err() { return; }
                     }
                 }
             }

@@ -41,7 +41,7 @@ struct Rig {
 
 async fn rig(t: &TrialCtx) -> anyhow::Result<Rig> {
     let (opened, proxy) = t.open_proxied().await?;
-    let manager = SessionManager::builder(Counting::new(opened.store))
+    let manager = crate::middleware_trials::builder(Counting::new(opened.store))
         .store_timeout(STORE_TIMEOUT)
         .build()?;
     Ok(Rig {

@@ -232,6 +232,8 @@ pub(crate) enum Needs {
     RawLenAndCleanup,
     StopCleanup,
     Server,
+    Versioned,
+    VersionedTouch,
 }
 
 /// What the probe learnt about a backend.
@@ -259,6 +261,10 @@ impl Probe {
             Needs::RawLenAndCleanup if !self.raw_len => Some("fixture gives no raw entry count"),
             Needs::StopCleanup if !self.stop_cleanup => Some("fixture gives no stop hook"),
             Needs::Server if !self.server => Some("embedded backend (no server to cut off)"),
+            Needs::Versioned | Needs::VersionedTouch if !self.caps.versioned => {
+                Some("store does not declare versioned commits")
+            }
+            Needs::VersionedTouch if !self.caps.touch => Some("store does not declare touch"),
             _ => None,
         }
     }

@@ -41,6 +41,8 @@ trials! {
     concurrent_sessions_stay_apart: Nothing,
     large_session_round_trips: Nothing,
     iterate_sees_committed_sessions: Iterate,
+    concurrent_requests_lose_no_update: Versioned,
+    concurrent_writes_to_one_key_keep_one_whole_value: Versioned,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -161,8 +163,13 @@ async fn counted(t: &TrialCtx) -> anyhow::Result<(Arc<dyn CtxStore>, Counting)> 
     Ok((o.store, counting))
 }
 
-fn builder(store: Counting) -> SessionManagerBuilder {
-    SessionManager::builder(store)
+pub(crate) fn builder(store: Counting) -> SessionManagerBuilder {
+    // The error in the body, so that a failing trial says what went wrong.
+    SessionManager::builder(store).error_handler(|e| {
+        let mut res = http::Response::new(Bytes::from(format!("{e:#}")));
+        *res.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        res
+    })
 }
 
 pub(crate) async fn new_session(app: &App, key: &str, value: &str) -> anyhow::Result<String> {
@@ -460,5 +467,70 @@ async fn iterate_sees_committed_sessions(t: &TrialCtx) -> anyhow::Result<()> {
     if seen != ["0", "1", "2", "3", "4"] {
         bail!("iterate saw {seen:?}");
     }
+    Ok(())
+}
+
+async fn concurrent_requests_lose_no_update(t: &TrialCtx) -> anyhow::Result<()> {
+    let (_, store) = counted(t).await?;
+    let app = Arc::new(App::new(builder(store).build()?));
+    let token = new_session(&app, "base", "0").await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let (app, token) = (app.clone(), token.clone());
+        tasks.spawn(async move { app.get(&format!("/put/k{i}/v{i}"), Some(&token)).await });
+    }
+    let mut failed = 0;
+    while let Some(r) = tasks.join_next().await {
+        let r = r.context("a request task panicked")??;
+        if r.status != 200 {
+            failed += 1;
+        }
+    }
+    ensure!(failed == 0, "{failed} of 50 concurrent requests failed");
+    let mut lost = Vec::new();
+    for i in 0..50 {
+        let r = app.get(&format!("/get/k{i}"), Some(&token)).await?;
+        if r.body != format!("v{i}") {
+            lost.push(i);
+        }
+    }
+    ensure!(
+        lost.is_empty(),
+        "{} of 50 concurrent updates were lost: {lost:?}",
+        lost.len()
+    );
+    expect_value(&app, &token, "base", "0").await
+}
+
+async fn concurrent_writes_to_one_key_keep_one_whole_value(t: &TrialCtx) -> anyhow::Result<()> {
+    let (_, store) = counted(t).await?;
+    let app = Arc::new(App::new(builder(store).build()?));
+    let token = new_session(&app, "k", "start").await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let (app, token) = (app.clone(), token.clone());
+        tasks.spawn(async move {
+            app.get(
+                &format!("/put/k/{}", format!("value{i}-").repeat(50)),
+                Some(&token),
+            )
+            .await
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        let r = r.context("a request task panicked")??;
+        ensure!(
+            r.status == 200,
+            "a concurrent write failed with {}",
+            r.status
+        );
+    }
+    let r = app.get("/get/k", Some(&token)).await?;
+    let whole = (0..20).any(|i| r.body == format!("value{i}-").repeat(50));
+    ensure!(
+        whole,
+        "the key holds {:?}, none of the values written",
+        r.body
+    );
     Ok(())
 }

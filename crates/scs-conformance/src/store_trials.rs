@@ -54,6 +54,15 @@ trials! {
     cleanup_keeps_live_entries: RawLenAndCleanup,
     cleanup_stops_twice_without_blocking: StopCleanup,
     raw_len_counts_committed: RawLen,
+    record_has_data_expiry_and_version: Versioned,
+    record_of_missing_or_expired_is_none: Versioned,
+    every_commit_changes_the_version: Versioned,
+    commit_if_current_version_writes: Versioned,
+    commit_if_stale_version_conflicts: Versioned,
+    commit_if_none_creates_only_when_absent: Versioned,
+    commit_if_none_overwrites_an_expired_entry: Versioned,
+    concurrent_commit_if_exactly_one_wins: Versioned,
+    touch_keeps_the_version: VersionedTouch,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -104,6 +113,26 @@ impl S<'_> {
             .touch_ctx(&Context::new(), key, expiry)
             .await
             .with_context(|| format!("touch({key})"))
+    }
+
+    async fn record(&self, key: &str) -> anyhow::Result<Option<scs_core::Record>> {
+        self.0
+            .find_record_ctx(&Context::new(), key)
+            .await
+            .with_context(|| format!("find_record({key})"))
+    }
+
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> anyhow::Result<Option<u64>> {
+        self.0
+            .commit_if_ctx(&Context::new(), key, data, expiry, expected)
+            .await
+            .with_context(|| format!("commit_if({key}, expected {expected:?})"))
     }
 
     async fn all(&self) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
@@ -697,4 +726,172 @@ async fn cleanup_stops_twice_without_blocking(t: &TrialCtx) -> anyhow::Result<()
     let k = key();
     s.commit(&k, b"x", in_(HOUR)).await?;
     expect_found(&s, &k, b"x").await
+}
+
+// ---------------------------------------------------------------------------------------
+// Versioned reads and compare-and-set commits
+
+async fn record_has_data_expiry_and_version(t: &TrialCtx) -> anyhow::Result<()> {
+    let o = t.open().await?;
+    let s = S(&o.store);
+    let k = key();
+    let expiry = in_(HOUR);
+    s.commit(&k, b"data", expiry).await?;
+    let r = s.record(&k).await?.context("no record for a live entry")?;
+    ensure!(
+        r.data == b"data",
+        "record data differs from what was committed"
+    );
+    let off = (r.expiry - expiry).unsigned_abs();
+    ensure!(
+        off <= t.caps().expiry_resolution + Duration::from_millis(1),
+        "record expiry {} is {off:?} away from the committed {expiry}",
+        r.expiry
+    );
+    Ok(())
+}
+
+async fn record_of_missing_or_expired_is_none(t: &TrialCtx) -> anyhow::Result<()> {
+    let o = t.open().await?;
+    let s = S(&o.store);
+    ensure!(
+        s.record(&key()).await?.is_none(),
+        "a record for a missing key"
+    );
+    let k = key();
+    let ttl = t.short_ttl();
+    s.commit(&k, b"x", in_(ttl)).await?;
+    tokio::time::sleep(t.after(ttl)).await;
+    ensure!(
+        s.record(&k).await?.is_none(),
+        "a record for an expired entry"
+    );
+    Ok(())
+}
+
+async fn every_commit_changes_the_version(t: &TrialCtx) -> anyhow::Result<()> {
+    let o = t.open().await?;
+    let s = S(&o.store);
+    let k = key();
+    let mut seen = HashSet::new();
+    for i in 0..5u8 {
+        s.commit(&k, &[i], in_(HOUR)).await?;
+        let v = s.record(&k).await?.context("no record")?.version;
+        ensure!(seen.insert(v), "version {v} came back after commit {i}");
+    }
+    // Deleted and written again: still a version never seen for this key.
+    s.delete(&k).await?;
+    s.commit(&k, b"again", in_(HOUR)).await?;
+    let v = s.record(&k).await?.context("no record")?.version;
+    ensure!(
+        seen.insert(v),
+        "a key written again after delete reused version {v}"
+    );
+    Ok(())
+}
+
+async fn commit_if_current_version_writes(t: &TrialCtx) -> anyhow::Result<()> {
+    let o = t.open().await?;
+    let s = S(&o.store);
+    let k = key();
+    s.commit(&k, b"one", in_(HOUR)).await?;
+    let v1 = s.record(&k).await?.context("no record")?.version;
+    let v2 = s
+        .commit_if(&k, b"two", in_(HOUR), Some(v1))
+        .await?
+        .context("commit_if with the current version conflicted")?;
+    ensure!(v2 != v1, "commit_if kept the version");
+    let r = s.record(&k).await?.context("no record")?;
+    ensure!(
+        r.data == b"two" && r.version == v2,
+        "commit_if did not store its data and version"
+    );
+    Ok(())
+}
+
+async fn commit_if_stale_version_conflicts(t: &TrialCtx) -> anyhow::Result<()> {
+    let o = t.open().await?;
+    let s = S(&o.store);
+    let k = key();
+    s.commit(&k, b"one", in_(HOUR)).await?;
+    let stale = s.record(&k).await?.context("no record")?.version;
+    s.commit(&k, b"two", in_(HOUR)).await?;
+    let r = s.commit_if(&k, b"three", in_(HOUR), Some(stale)).await?;
+    ensure!(r.is_none(), "commit_if with a stale version wrote");
+    expect_found(&s, &k, b"two").await
+}
+
+async fn commit_if_none_creates_only_when_absent(t: &TrialCtx) -> anyhow::Result<()> {
+    let o = t.open().await?;
+    let s = S(&o.store);
+    let k = key();
+    let v = s.commit_if(&k, b"new", in_(HOUR), None).await?;
+    ensure!(v.is_some(), "commit_if(None) on a missing key conflicted");
+    expect_found(&s, &k, b"new").await?;
+    let again = s.commit_if(&k, b"other", in_(HOUR), None).await?;
+    ensure!(again.is_none(), "commit_if(None) overwrote a live entry");
+    expect_found(&s, &k, b"new").await
+}
+
+async fn commit_if_none_overwrites_an_expired_entry(t: &TrialCtx) -> anyhow::Result<()> {
+    let o = t.open().await?;
+    let s = S(&o.store);
+    let k = key();
+    let ttl = t.short_ttl();
+    s.commit(&k, b"old", in_(ttl)).await?;
+    tokio::time::sleep(t.after(ttl)).await;
+    let v = s.commit_if(&k, b"new", in_(HOUR), None).await?;
+    ensure!(
+        v.is_some(),
+        "commit_if(None) on an expired entry conflicted"
+    );
+    expect_found(&s, &k, b"new").await
+}
+
+async fn concurrent_commit_if_exactly_one_wins(t: &TrialCtx) -> anyhow::Result<()> {
+    let o = t.open().await?;
+    let k = key();
+    S(&o.store).commit(&k, b"base", in_(HOUR)).await?;
+    let v = S(&o.store).record(&k).await?.context("no record")?.version;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20u8 {
+        let store = o.store.clone();
+        let k = k.clone();
+        tasks.spawn(async move {
+            store
+                .commit_if_ctx(&Context::new(), &k, &[i; 64], in_(HOUR), Some(v))
+                .await
+                .map(|r| r.map(|_| i))
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        if let Some(i) = r.context("a task panicked")?.context("commit_if")? {
+            winners.push(i);
+        }
+    }
+    ensure!(
+        winners.len() == 1,
+        "{} concurrent commit_if calls with one version won",
+        winners.len()
+    );
+    expect_found(&S(&o.store), &k, &[winners[0]; 64]).await
+}
+
+async fn touch_keeps_the_version(t: &TrialCtx) -> anyhow::Result<()> {
+    let o = t.open().await?;
+    let s = S(&o.store);
+    let k = key();
+    s.commit(&k, b"x", in_(HOUR)).await?;
+    let before = s.record(&k).await?.context("no record")?;
+    let later = in_(HOUR * 2);
+    ensure!(s.touch(&k, later).await?, "touch returned false");
+    let after = s.record(&k).await?.context("no record after touch")?;
+    ensure!(after.version == before.version, "touch changed the version");
+    let off = (after.expiry - later).unsigned_abs();
+    ensure!(
+        off <= t.caps().expiry_resolution + Duration::from_millis(1),
+        "the record does not show the touched expiry"
+    );
+    Ok(())
 }

@@ -15,5 +15,7 @@ pub use codec::JsonCodec;
 pub use codec::{Codec, MsgPackCodec};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use session::{SessionData, Status};
-pub use store::{Capabilities, Context, CtxStore, Entry, IterableCtxStore, IterableStore, Store};
+pub use store::{
+    Capabilities, Context, CtxStore, Entry, IterableCtxStore, IterableStore, Record, Store,
+};
 pub use value::{Value, Values};

@@ -15,6 +15,39 @@ use crate::{Error, Result};
 /// One stored session as [`IterableStore::all`] hands it back: the store key and the bytes.
 pub type Entry = (String, Vec<u8>);
 
+/// A stored session with its expiry and version, as [`Store::find_record`] reads it.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Record {
+    /// The bytes.
+    pub data: Vec<u8>,
+    /// When the entry expires (as kept by the backend, at its resolution).
+    pub expiry: OffsetDateTime,
+    /// Changes with every commit of the entry (not with a touch).
+    pub version: u64,
+}
+
+impl Record {
+    /// A record.
+    pub fn new(data: Vec<u8>, expiry: OffsetDateTime, version: u64) -> Self {
+        Self {
+            data,
+            expiry,
+            version,
+        }
+    }
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("data", &self.data.len())
+            .field("expiry", &self.expiry)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
 /// What a store can do beyond find / commit / delete. The conformance suite reads these to
 /// decide which trials run; a trial a store cannot run is shown as ignored with the reason.
 ///
@@ -35,6 +68,9 @@ pub struct Capabilities {
     pub native_ttl: bool,
     /// [`Store::touch`] extends an expiry without rewriting the data.
     pub touch: bool,
+    /// [`Store::find_record`] and [`Store::commit_if`]: versioned reads and
+    /// compare-and-set commits, so concurrent requests never lose each other's updates.
+    pub versioned: bool,
     /// The finest expiry the backend keeps (1 ms unless the backend is coarser).
     pub expiry_resolution: Duration,
 }
@@ -46,6 +82,7 @@ impl Capabilities {
             iterate: false,
             native_ttl: false,
             touch: false,
+            versioned: false,
             expiry_resolution: Duration::from_millis(1),
         }
     }
@@ -68,6 +105,13 @@ impl Capabilities {
     #[must_use]
     pub const fn with_touch(mut self) -> Self {
         self.touch = true;
+        self
+    }
+
+    /// Declares [`Store::find_record`] and [`Store::commit_if`].
+    #[must_use]
+    pub const fn with_versioned(mut self) -> Self {
+        self.versioned = true;
         self
     }
 
@@ -152,6 +196,32 @@ pub trait Store: Send + Sync + 'static {
     async fn touch(&self, key: &str, expiry: OffsetDateTime) -> Result<bool> {
         let _ = (key, expiry);
         Err(Error::unsupported(self.backend(), "touch"))
+    }
+
+    /// The live entry under `key` with its expiry and version, in one round trip. Stores
+    /// that declare [`Capabilities::versioned`] implement it.
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        let _ = key;
+        Err(Error::unsupported(self.backend(), "versioned reads"))
+    }
+
+    /// Commits only when the live entry's version is `expected` (`None`: only when there
+    /// is no live entry), in one atomic step. Returns the new version, or `None` when the
+    /// version did not match (nothing written). Every successful write, by `commit` or
+    /// `commit_if`, gives the entry a new version; a touch does not. Stores that declare
+    /// [`Capabilities::versioned`] implement it.
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        let _ = (key, data, expiry, expected);
+        Err(Error::unsupported(
+            self.backend(),
+            "compare-and-set commits",
+        ))
     }
 
     /// This store as an [`IterableStore`], when it is one.
@@ -242,6 +312,28 @@ pub trait CtxStore: Send + Sync + 'static {
     /// [`Store::touch`] with context.
     async fn touch_ctx(&self, ctx: &Context, key: &str, expiry: OffsetDateTime) -> Result<bool>;
 
+    /// [`Store::find_record`] with context.
+    async fn find_record_ctx(&self, ctx: &Context, key: &str) -> Result<Option<Record>> {
+        let _ = (ctx, key);
+        Err(Error::unsupported(self.backend(), "versioned reads"))
+    }
+
+    /// [`Store::commit_if`] with context.
+    async fn commit_if_ctx(
+        &self,
+        ctx: &Context,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        let _ = (ctx, key, data, expiry, expected);
+        Err(Error::unsupported(
+            self.backend(),
+            "compare-and-set commits",
+        ))
+    }
+
     /// This store as an [`IterableCtxStore`], when it can iterate.
     fn as_iterable_ctx(&self) -> Option<&dyn IterableCtxStore>;
 }
@@ -285,6 +377,21 @@ impl<S: Store> CtxStore for S {
         self.touch(key, expiry).await
     }
 
+    async fn find_record_ctx(&self, _ctx: &Context, key: &str) -> Result<Option<Record>> {
+        self.find_record(key).await
+    }
+
+    async fn commit_if_ctx(
+        &self,
+        _ctx: &Context,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        self.commit_if(key, data, expiry, expected).await
+    }
+
     fn as_iterable_ctx(&self) -> Option<&dyn IterableCtxStore> {
         self.as_iterable().map(|_| self as &dyn IterableCtxStore)
     }
@@ -326,6 +433,20 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     async fn touch(&self, key: &str, expiry: OffsetDateTime) -> Result<bool> {
         (**self).touch(key, expiry).await
+    }
+
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        (**self).find_record(key).await
+    }
+
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        (**self).commit_if(key, data, expiry, expected).await
     }
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {

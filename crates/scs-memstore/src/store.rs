@@ -1,11 +1,12 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
 use scs_core::time::OffsetDateTime;
-use scs_core::{Capabilities, Entry, IterableStore, Result, Store, async_trait};
+use scs_core::{Capabilities, Entry, IterableStore, Record, Result, Store, async_trait};
 use scs_tokio::CleanupTask;
 
 use crate::BACKEND;
@@ -43,12 +44,16 @@ pub struct MemoryStore {
 struct Inner {
     shards: Box<[RwLock<HashMap<String, Item>>]>,
     hasher: std::collections::hash_map::RandomState,
+    /// Source of versions: store-wide, so a key deleted and written again never gets a
+    /// version it had before.
+    versions: AtomicU64,
 }
 
 struct Item {
     data: Box<[u8]>,
     /// Unix nanoseconds.
     expiry: i128,
+    version: u64,
 }
 
 impl Inner {
@@ -56,6 +61,10 @@ impl Inner {
         // The shard count is a power of two.
         let h = self.hasher.hash_one(key) as usize;
         &self.shards[h & (self.shards.len() - 1)]
+    }
+
+    fn next_version(&self) -> u64 {
+        self.versions.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     fn remove_expired(&self) -> u64 {
@@ -182,6 +191,7 @@ impl MemoryStoreBuilder {
             inner: Arc::new(Inner {
                 shards,
                 hasher: Default::default(),
+                versions: AtomicU64::new(0),
             }),
             cleanup: None,
         }
@@ -195,7 +205,10 @@ impl Store for MemoryStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new().with_iterate().with_touch()
+        Capabilities::new()
+            .with_iterate()
+            .with_touch()
+            .with_versioned()
     }
 
     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -218,6 +231,7 @@ impl Store for MemoryStore {
         let item = Item {
             data: data.into(),
             expiry,
+            version: self.inner.next_version(),
         };
         match map.get_mut(key) {
             Some(existing) => *existing = item,
@@ -243,6 +257,51 @@ impl Store for MemoryStore {
             }
             _ => Ok(false),
         }
+    }
+
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        let now = now_nanos();
+        let map = self.inner.shard(key).read();
+        Ok(map
+            .get(key)
+            .filter(|item| item.expiry > now)
+            .and_then(|item| {
+                let expiry = OffsetDateTime::from_unix_timestamp_nanos(item.expiry).ok()?;
+                Some(Record::new(item.data.to_vec(), expiry, item.version))
+            }))
+    }
+
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        let now = now_nanos();
+        let mut map = self.inner.shard(key).write();
+        let current = map
+            .get(key)
+            .filter(|item| item.expiry > now)
+            .map(|item| item.version);
+        if current != expected {
+            return Ok(None);
+        }
+        let version = self.inner.next_version();
+        let expiry = expiry.unix_timestamp_nanos();
+        if expiry <= now {
+            map.remove(key);
+        } else {
+            map.insert(
+                key.to_owned(),
+                Item {
+                    data: data.into(),
+                    expiry,
+                    version,
+                },
+            );
+        }
+        Ok(Some(version))
     }
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {

@@ -150,6 +150,19 @@ pub struct SessionConfig {
     pub store_timeout: Duration,
     /// Largest encoded session accepted at commit, in bytes. Default 1 MiB.
     pub max_session_bytes: usize,
+    /// With an idle timeout: the least the store expiry must move before it is written
+    /// again, so that a read-heavy site does not write on every request. Default: a tenth
+    /// of the idle timeout. Applies to stores that report expiries (versioned stores);
+    /// others are touched on every request.
+    #[serde(with = "humantime_serde")]
+    pub touch_interval: Option<Duration>,
+    /// How long a token replaced by `renew_token` keeps leading to the renewed session, so
+    /// that requests already in flight with it (parallel API calls, other tabs) neither
+    /// lose their changes nor start an unrelated session. Default zero (off): during the
+    /// grace period the old token reaches the renewed session, so whoever holds it (for
+    /// instance an attacker who planted it before a login) does too. Keep it to seconds.
+    #[serde(with = "humantime_serde")]
+    pub renew_grace: Duration,
 }
 
 impl Default for SessionConfig {
@@ -163,6 +176,8 @@ impl Default for SessionConfig {
             token_transport: TokenTransport::Cookie,
             store_timeout: Duration::from_secs(5),
             max_session_bytes: 1024 * 1024,
+            touch_interval: None,
+            renew_grace: Duration::ZERO,
         }
     }
 }

@@ -8,12 +8,14 @@ use bytes::Bytes;
 use http::{Extensions, HeaderMap, HeaderName, Response, StatusCode};
 use scs_core::time::OffsetDateTime;
 use scs_core::{
-    Codec, Context, CtxStore, Error, ErrorKind, JsonCodec, MsgPackCodec, Result, Status, token,
+    Capabilities, Codec, Context, CtxStore, Error, ErrorKind, JsonCodec, MsgPackCodec, Result,
+    SessionData, Status, token,
 };
 
 use crate::config::{CodecKind, SameSite, SessionConfig};
 use crate::session::{Session, State};
 use crate::transport;
+use tracing::Instrument as _;
 
 /// Turns a load or commit failure into the response the client gets.
 pub type ErrorHandler = Arc<dyn Fn(&Error) -> Response<Bytes> + Send + Sync>;
@@ -50,6 +52,8 @@ pub struct SessionManager {
 
 struct ManagerInner {
     store: Arc<dyn CtxStore>,
+    /// The store's capabilities, read once (they never change).
+    caps: Capabilities,
     codec: Arc<dyn Codec>,
     config: SessionConfig,
     token_header: Option<HeaderName>,
@@ -114,8 +118,10 @@ impl SessionManager {
             CodecKind::Json => Arc::new(JsonCodec),
         });
         let token_header = config.token_transport.header().ok().flatten();
+        let caps = store.capabilities();
         Self {
             inner: Arc::new(ManagerInner {
+                caps,
                 store,
                 codec,
                 config,
@@ -188,14 +194,63 @@ impl SessionManager {
         let mut state = State::fresh(self);
         if let Some(token) = token.filter(|t| token::is_valid(t)) {
             let key = self.store_key(token);
-            if let Some(bytes) = self.store_find(&ctx, &key).await? {
-                state.data = self.inner.codec.decode(&bytes)?;
+            if let Some(found) = self.find_entry(&ctx, &key).await? {
                 state.token = token.to_owned();
-                state.key = Some(key);
-                state.from_store = true;
+                self.fill(&mut state, found)?;
+                if state.key.as_deref() != Some(key.as_str()) {
+                    // Reached through a renewed token's grace period: this request reads
+                    // and writes the renewed session, but cannot hand out its token.
+                    state.token.clear();
+                }
             }
         }
         Ok(Session::new(self.clone(), ctx, state))
+    }
+
+    /// Reads an entry: with its version and expiry where the store keeps them, and
+    /// following a renewed token's forwarding entry once.
+    async fn find_entry(&self, ctx: &Context, key: &str) -> Result<Option<Found>> {
+        let mut key = key.to_owned();
+        for _ in 0..2 {
+            let found = if self.inner.caps.versioned {
+                self.timed(
+                    self.inner.store.find_record_ctx(ctx, &key),
+                    "finding a session",
+                    "find",
+                )
+                .await?
+                .map(|r| Found {
+                    key: key.clone(),
+                    version: Some(r.version),
+                    expiry: Some(r.expiry),
+                    data: r.data,
+                })
+            } else {
+                self.store_find(ctx, &key).await?.map(|data| Found {
+                    key: key.clone(),
+                    version: None,
+                    expiry: None,
+                    data,
+                })
+            };
+            match found {
+                Some(f) => match moved_to(&f.data) {
+                    Some(next) => key = next,
+                    None => return Ok(Some(f)),
+                },
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    fn fill(&self, state: &mut State, found: Found) -> Result<()> {
+        state.data = self.inner.codec.decode(&found.data)?;
+        state.key = Some(found.key);
+        state.version = found.version;
+        state.stored_expiry = found.expiry;
+        state.from_store = true;
+        Ok(())
     }
 
     /// Commits `session` to the store: mints a token if it has none, encodes the data,
@@ -206,31 +261,91 @@ impl SessionManager {
     /// The codec's or store's error, or [`ErrorKind::TooLarge`] when the encoded session
     /// exceeds `max_session_bytes` (nothing is stored then).
     pub async fn commit(&self, session: &Session) -> Result<(String, OffsetDateTime)> {
-        let (token, key, bytes, expiry) = {
+        let ctx = &session.inner.ctx;
+        for _attempt in 0..=MAX_CONFLICT_RETRIES {
+            let (token, key, bytes, expiry, expected) = {
+                let mut state = session.inner.state.lock();
+                if state.key.is_none() {
+                    let token = token::try_generate()?;
+                    state.key = Some(self.store_key(&token));
+                    state.token = token;
+                }
+                let bytes = self.encode(&state.data)?;
+                let expiry = self.expiry(state.data.deadline);
+                let key = state.key.clone().unwrap_or_default();
+                (state.token.clone(), key, bytes, expiry, state.version)
+            };
+            if !self.inner.caps.versioned {
+                self.store_commit_raw(ctx, &key, &bytes, expiry).await?;
+                self.count("scs_commits_total");
+                return Ok((token, expiry));
+            }
+            let committed = self
+                .timed(
+                    self.inner
+                        .store
+                        .commit_if_ctx(ctx, &key, &bytes, expiry, expected),
+                    "committing a session",
+                    "commit_if",
+                )
+                .await?;
+            if let Some(version) = committed {
+                let mut state = session.inner.state.lock();
+                state.version = Some(version);
+                state.stored_expiry = Some(expiry);
+                if let Some(changes) = &mut state.changes {
+                    changes.clear();
+                }
+                self.count("scs_commits_total");
+                return Ok((token, expiry));
+            }
+            // Another request committed this session since we loaded it: take its data,
+            // replay only what this request changed, and try again.
+            self.count("scs_conflicts_total");
+            let fresh = self.find_entry(ctx, &key).await?;
             let mut state = session.inner.state.lock();
-            if state.key.is_none() {
-                let token = token::try_generate()?;
-                state.key = Some(self.store_key(&token));
-                state.token = token;
+            match fresh {
+                Some(found) => {
+                    let mut data = self.inner.codec.decode(&found.data)?;
+                    state.replay_onto(&mut data);
+                    state.data = data;
+                    state.version = found.version;
+                    state.key = Some(found.key);
+                }
+                None => {
+                    // Destroyed, renewed or expired meanwhile: never bring the old token
+                    // back; this request's changes go into a new session.
+                    let mut data = SessionData::new(state.data.deadline);
+                    state.replay_onto(&mut data);
+                    state.data = data;
+                    state.version = None;
+                    state.key = None;
+                    state.token.clear();
+                }
             }
-            let bytes = self.inner.codec.encode(&state.data)?;
-            let limit = self.inner.config.max_session_bytes;
-            if bytes.len() > limit {
-                return Err(Error::new(
-                    ErrorKind::TooLarge,
-                    format!(
-                        "the session encodes to {} bytes, over the limit of {limit}",
-                        bytes.len()
-                    ),
-                ));
-            }
-            let expiry = self.expiry(state.data.deadline);
-            let key = state.key.clone().unwrap_or_default();
-            (state.token.clone(), key, bytes, expiry)
-        };
-        self.store_commit(&session.inner.ctx, &key, &bytes, expiry)
-            .await?;
-        Ok((token, expiry))
+        }
+        Err(Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "the session kept changing under this request ({MAX_CONFLICT_RETRIES} retries)"
+            ),
+        )
+        .with_backend(self.inner.store.backend()))
+    }
+
+    pub(crate) fn encode(&self, data: &SessionData) -> Result<Vec<u8>> {
+        let bytes = self.inner.codec.encode(data)?;
+        let limit = self.inner.config.max_session_bytes;
+        if bytes.len() > limit {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "the session encodes to {} bytes, over the limit of {limit}",
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(bytes)
     }
 
     /// Calls `f` with every live session of the store (the store must be iterable). The
@@ -266,16 +381,19 @@ impl SessionManager {
             .store
             .as_iterable_ctx()
             .ok_or_else(|| Error::unsupported(self.inner.store.backend(), "iteration"))?;
-        let entries = self.timed(store.all_ctx(&ctx), "listing sessions").await?;
+        let entries = self
+            .timed(store.all_ctx(&ctx), "listing sessions", "all")
+            .await?;
         for (key, bytes) in entries {
-            let data = self.inner.codec.decode(&bytes)?;
-            let state = State {
-                token: String::new(),
-                key: Some(key),
-                data,
-                status: Status::Unmodified,
-                from_store: true,
-            };
+            if moved_to(&bytes).is_some() {
+                // A renewed token's forwarding entry, not a session.
+                continue;
+            }
+            let mut state = State::fresh(self);
+            state.data = self.inner.codec.decode(&bytes)?;
+            state.key = Some(key);
+            state.from_store = true;
+            state.status = Status::Unmodified;
             f(Session::new(self.clone(), ctx.clone(), state)).await?;
         }
         Ok(())
@@ -312,29 +430,65 @@ impl SessionManager {
         token::store_key(token, self.inner.config.hash_token_in_store)
     }
 
-    async fn timed<T>(&self, fut: impl Future<Output = Result<T>>, what: &str) -> Result<T> {
+    /// One store call: bounded by the store timeout, traced, and counted.
+    pub(crate) async fn timed<T>(
+        &self,
+        fut: impl Future<Output = Result<T>>,
+        what: &str,
+        op: &'static str,
+    ) -> Result<T> {
+        let backend = self.inner.store.backend();
         let limit = self.inner.config.store_timeout;
-        match tokio::time::timeout(limit, fut).await {
+        let span = tracing::debug_span!("scs.store", op, backend);
+        let result = match tokio::time::timeout(limit, fut).instrument(span).await {
             Ok(result) => result,
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
                 format!("{what} took over {}", humanize(limit)),
             )
-            .with_backend(self.inner.store.backend())),
+            .with_backend(backend)),
+        };
+        metrics::counter!("scs_store_calls_total", "backend" => backend, "op" => op).increment(1);
+        if let Err(e) = &result {
+            metrics::counter!(
+                "scs_store_errors_total",
+                "backend" => backend,
+                "op" => op,
+                "kind" => e.kind().as_str()
+            )
+            .increment(1);
         }
+        result
+    }
+
+    pub(crate) fn count(&self, name: &'static str) {
+        metrics::counter!(name, "backend" => self.inner.store.backend()).increment(1);
+    }
+
+    /// True when the store keeps versions (compare-and-set commits).
+    pub(crate) fn versioned(&self) -> bool {
+        self.inner.caps.versioned
     }
 
     pub(crate) async fn store_find(&self, ctx: &Context, key: &str) -> Result<Option<Vec<u8>>> {
-        self.timed(self.inner.store.find_ctx(ctx, key), "finding a session")
-            .await
+        self.timed(
+            self.inner.store.find_ctx(ctx, key),
+            "finding a session",
+            "find",
+        )
+        .await
     }
 
     pub(crate) async fn store_delete(&self, ctx: &Context, key: &str) -> Result<()> {
-        self.timed(self.inner.store.delete_ctx(ctx, key), "deleting a session")
-            .await
+        self.timed(
+            self.inner.store.delete_ctx(ctx, key),
+            "deleting a session",
+            "delete",
+        )
+        .await
     }
 
-    async fn store_commit(
+    pub(crate) async fn store_commit_raw(
         &self,
         ctx: &Context,
         key: &str,
@@ -344,6 +498,7 @@ impl SessionManager {
         self.timed(
             self.inner.store.commit_ctx(ctx, key, bytes, expiry),
             "committing a session",
+            "commit",
         )
         .await
     }
@@ -357,7 +512,7 @@ impl SessionManager {
         match status {
             Status::Modified => {
                 let (token, expiry) = self.commit(session).await?;
-                transport::write(self, headers, Some(&token), expiry, session.remembered());
+                self.send_token(headers, &token, expiry, session);
             }
             Status::Destroyed => {
                 transport::write(self, headers, None, OffsetDateTime::UNIX_EPOCH, false);
@@ -370,34 +525,99 @@ impl SessionManager {
         Ok(())
     }
 
-    /// Extends an unmodified session's idle expiry: by `touch` where the store can (no
-    /// data rewritten), by a full commit where it cannot.
-    async fn slide(&self, session: &Session, headers: &mut HeaderMap) -> Result<()> {
-        if !self.inner.store.capabilities().touch {
-            let (token, expiry) = self.commit(session).await?;
-            transport::write(self, headers, Some(&token), expiry, session.remembered());
-            return Ok(());
+    /// Sends the token with its expiry, unless this request does not know the raw token
+    /// (a session reached through a renewed token's grace period keeps the cookie the
+    /// renewing response set).
+    fn send_token(
+        &self,
+        headers: &mut HeaderMap,
+        token: &str,
+        expiry: OffsetDateTime,
+        session: &Session,
+    ) {
+        if !token.is_empty() {
+            transport::write(self, headers, Some(token), expiry, session.remembered());
         }
-        let (token, key, expiry) = {
+    }
+
+    /// Extends an unmodified session's idle expiry: by `touch` where the store can (no
+    /// data rewritten), by a full commit where it cannot; and, where the store tells the
+    /// current expiry, only once it moved by the touch interval.
+    async fn slide(&self, session: &Session, headers: &mut HeaderMap) -> Result<()> {
+        let (token, key, expiry, stored) = {
             let state = session.inner.state.lock();
             (
                 state.token.clone(),
                 state.key.clone().unwrap_or_default(),
                 self.expiry(state.data.deadline),
+                state.stored_expiry,
             )
         };
+        if let Some(stored) = stored
+            && expiry - stored < self.touch_interval()
+        {
+            // Extended recently enough: no write, and the cookie the client has still
+            // matches the store.
+            return Ok(());
+        }
+        if !self.inner.caps.touch {
+            let (token, expiry) = self.commit(session).await?;
+            self.send_token(headers, &token, expiry, session);
+            return Ok(());
+        }
         let touched = self
             .timed(
                 self.inner.store.touch_ctx(&session.inner.ctx, &key, expiry),
                 "touching a session",
+                "touch",
             )
             .await?;
         if touched {
-            transport::write(self, headers, Some(&token), expiry, session.remembered());
+            self.count("scs_touches_total");
+            session.inner.state.lock().stored_expiry = Some(expiry);
+            self.send_token(headers, &token, expiry, session);
         }
         Ok(())
     }
+
+    /// The least an idle expiry must move before it is written again.
+    fn touch_interval(&self) -> Duration {
+        let config = &self.inner.config;
+        config
+            .touch_interval
+            .or_else(|| config.idle_timeout.map(|idle| idle / 10))
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// Renew grace period (zero: off).
+    pub(crate) fn renew_grace(&self) -> Duration {
+        self.inner.config.renew_grace
+    }
 }
+
+/// An entry as read from the store.
+struct Found {
+    key: String,
+    data: Vec<u8>,
+    version: Option<u64>,
+    expiry: Option<OffsetDateTime>,
+}
+
+/// Bytes a renewed token's old key holds during the grace period: this marker, then the
+/// new key. No codec output starts with a zero byte.
+pub(crate) const MOVED: &[u8] = b"\0scs:moved\0";
+
+/// The key a forwarding entry points to.
+fn moved_to(data: &[u8]) -> Option<String> {
+    let rest = data.strip_prefix(MOVED)?;
+    std::str::from_utf8(rest)
+        .ok()
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+}
+
+/// Compare-and-set retries before a commit gives up with a `Conflict` error.
+const MAX_CONFLICT_RETRIES: u32 = 8;
 
 fn humanize(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
@@ -528,6 +748,22 @@ impl SessionManagerBuilder {
     /// Longest a store call may take (default 5 s).
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.config.store_timeout = timeout;
+        self
+    }
+
+    /// With an idle timeout, the least the expiry must move before it is written again
+    /// (default a tenth of the idle timeout). Needs a store that reports expiries
+    /// (versioned); others are touched on every request.
+    pub fn touch_interval(mut self, interval: Duration) -> Self {
+        self.config.touch_interval = Some(interval);
+        self
+    }
+
+    /// How long a token replaced by `renew_token` keeps leading to the renewed session,
+    /// for requests already in flight (default zero: off; see
+    /// [`SessionConfig::renew_grace`]).
+    pub fn renew_grace(mut self, grace: Duration) -> Self {
+        self.config.renew_grace = grace;
         self
     }
 

@@ -50,7 +50,8 @@ pub(crate) struct SessionInner {
 
 pub(crate) struct State {
     /// The raw token; empty until the first commit (or for sessions handed out by
-    /// `iterate`, whose raw token the server never knows when hashing is on).
+    /// `iterate`, or reached through a renewed token's grace period, whose raw token this
+    /// request does not know).
     pub(crate) token: String,
     /// The store key of the current token, computed once.
     pub(crate) key: Option<String>,
@@ -58,6 +59,21 @@ pub(crate) struct State {
     pub(crate) status: Status,
     /// The session came from the store in this request (so an idle timeout slides it).
     pub(crate) from_store: bool,
+    /// With a versioned store: the version loaded or last committed (`None`: new).
+    pub(crate) version: Option<u64>,
+    /// With a versioned store: the store expiry when loaded.
+    pub(crate) stored_expiry: Option<OffsetDateTime>,
+    /// With a versioned store: what this request changed, replayed onto fresh data when
+    /// a concurrent request committed first.
+    pub(crate) changes: Option<Vec<Change>>,
+}
+
+/// One change a request made, kept to replay it after a compare-and-set conflict.
+pub(crate) enum Change {
+    Set(String, Value),
+    Remove(String),
+    Clear,
+    Deadline(OffsetDateTime),
 }
 
 impl State {
@@ -68,6 +84,55 @@ impl State {
             data: SessionData::new(manager.new_deadline()),
             status: Status::Unmodified,
             from_store: false,
+            version: None,
+            stored_expiry: None,
+            changes: manager.versioned().then(Vec::new),
+        }
+    }
+
+    fn log(&mut self, change: impl FnOnce() -> Change) {
+        if let Some(changes) = &mut self.changes {
+            changes.push(change());
+        }
+    }
+
+    pub(crate) fn set(&mut self, key: String, value: Value) {
+        if self.changes.is_some() {
+            let (k, v) = (key.clone(), value.clone());
+            self.log(|| Change::Set(k, v));
+        }
+        self.data.values.insert(key, value);
+    }
+
+    pub(crate) fn take(&mut self, key: &str) -> Option<Value> {
+        let value = self.data.values.remove(key)?;
+        self.log(|| Change::Remove(key.to_owned()));
+        Some(value)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.data.values.clear();
+        self.log(|| Change::Clear);
+    }
+
+    pub(crate) fn set_deadline(&mut self, deadline: OffsetDateTime) {
+        self.data.deadline = deadline;
+        self.log(|| Change::Deadline(deadline));
+    }
+
+    /// This request's changes, applied to `data` (what another request committed).
+    pub(crate) fn replay_onto(&self, data: &mut SessionData) {
+        for change in self.changes.iter().flatten() {
+            match change {
+                Change::Set(k, v) => {
+                    data.values.insert(k.clone(), v.clone());
+                }
+                Change::Remove(k) => {
+                    data.values.remove(k);
+                }
+                Change::Clear => data.values.clear(),
+                Change::Deadline(t) => data.deadline = *t,
+            }
         }
     }
 }
@@ -113,7 +178,7 @@ impl Session {
     pub fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
         let value = Value::from_serialize(value)?;
         let mut state = self.inner.state.lock();
-        state.data.values.insert(key.to_owned(), value);
+        state.set(key.to_owned(), value);
         state.status = Status::Modified;
         Ok(())
     }
@@ -127,7 +192,7 @@ impl Session {
     /// Removes `key`. Marks the session modified only when the key existed.
     pub fn remove(&self, key: &str) {
         let mut state = self.inner.state.lock();
-        if state.data.values.remove(key).is_some() {
+        if state.take(key).is_some() {
             state.status = Status::Modified;
         }
     }
@@ -136,7 +201,7 @@ impl Session {
     pub fn clear(&self) {
         let mut state = self.inner.state.lock();
         if !state.data.values.is_empty() {
-            state.data.values.clear();
+            state.clear();
             state.status = Status::Modified;
         }
     }
@@ -174,7 +239,7 @@ impl Session {
 
     fn pop_kind<T: DeserializeOwned>(&self, key: &str, kinds: &[&str]) -> Option<T> {
         let mut state = self.inner.state.lock();
-        let value = state.data.values.remove(key)?;
+        let value = state.take(key)?;
         state.status = Status::Modified;
         if kinds.contains(&value.kind()) {
             value.to().ok()
@@ -220,7 +285,7 @@ impl Session {
     /// all the same, and `None` returned.
     pub fn pop<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
         let mut state = self.inner.state.lock();
-        let value = state.data.values.remove(key)?;
+        let value = state.take(key)?;
         state.status = Status::Modified;
         value.to().ok()
     }
@@ -296,7 +361,7 @@ impl Session {
     /// Moves the absolute deadline and marks the session modified.
     pub fn set_deadline(&self, deadline: OffsetDateTime) {
         let mut state = self.inner.state.lock();
-        state.data.deadline = deadline;
+        state.set_deadline(deadline);
         state.status = Status::Modified;
     }
 
@@ -306,7 +371,7 @@ impl Session {
         let mut state = self.inner.state.lock();
         // A bool always serializes.
         if let Ok(v) = Value::from_serialize(&remember) {
-            state.data.values.insert(REMEMBER_ME_KEY.to_owned(), v);
+            state.set(REMEMBER_ME_KEY.to_owned(), v);
         }
         state.status = Status::Modified;
     }
@@ -348,20 +413,38 @@ impl Session {
     /// # Errors
     /// The store's error when deleting the old token; the session is then unchanged.
     pub async fn renew_token(&self) -> Result<()> {
+        let manager = &self.inner.manager;
         let old_key = self.inner.state.lock().key.clone();
-        if let Some(key) = old_key {
-            self.inner
-                .manager
-                .store_delete(&self.inner.ctx, &key)
-                .await?;
+        let grace = manager.renew_grace();
+        if let Some(key) = &old_key
+            && grace.is_zero()
+        {
+            manager.store_delete(&self.inner.ctx, key).await?;
         }
         let new_token = token::try_generate()?;
-        let manager = &self.inner.manager;
-        let mut state = self.inner.state.lock();
-        state.key = Some(manager.store_key(&new_token));
-        state.token = new_token;
-        state.data.deadline = manager.new_deadline();
-        state.status = Status::Modified;
+        {
+            let mut state = self.inner.state.lock();
+            state.key = Some(manager.store_key(&new_token));
+            state.token = new_token;
+            state.set_deadline(manager.new_deadline());
+            // A new key: the first commit under it creates the entry.
+            state.version = None;
+            state.status = Status::Modified;
+        }
+        if let Some(old_key) = old_key
+            && !grace.is_zero()
+        {
+            // Safe renewal: the renewed session is stored now, and the old key forwards
+            // to it for the grace period, for requests already in flight.
+            let (_, _) = manager.commit(self).await?;
+            let new_key = self.inner.state.lock().key.clone().unwrap_or_default();
+            let mut forward = crate::manager::MOVED.to_vec();
+            forward.extend_from_slice(new_key.as_bytes());
+            let until = OffsetDateTime::now_utc() + grace;
+            manager
+                .store_commit_raw(&self.inner.ctx, &old_key, &forward, until)
+                .await?;
+        }
         Ok(())
     }
 
@@ -384,9 +467,11 @@ impl Session {
         {
             let mut state = self.inner.state.lock();
             if other.deadline > state.data.deadline {
-                state.data.deadline = other.deadline;
+                state.set_deadline(other.deadline);
             }
-            state.data.values.extend(other.values);
+            for (k, v) in other.values {
+                state.set(k, v);
+            }
             state.status = Status::Modified;
         }
         manager.store_delete(&self.inner.ctx, &key).await

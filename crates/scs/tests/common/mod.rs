@@ -154,6 +154,28 @@ impl Store for Probe {
         self.mem().touch(key, expiry).await
     }
 
+    async fn find_record(&self, key: &str) -> Result<Option<scs::core::Record>> {
+        self.inner.finds.fetch_add(1, Ordering::SeqCst);
+        if self.inner.fail_find.load(Ordering::SeqCst) {
+            return Err(injected("find"));
+        }
+        self.mem().find_record(key).await
+    }
+
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        self.inner.commits.fetch_add(1, Ordering::SeqCst);
+        if self.inner.fail_commit.load(Ordering::SeqCst) {
+            return Err(injected("commit"));
+        }
+        self.mem().commit_if(key, data, expiry, expected).await
+    }
+
     fn as_iterable(&self) -> Option<&dyn IterableStore> {
         Some(self)
     }
