@@ -1,0 +1,582 @@
+use std::path::Path;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use fjall::{KeyspaceCreateOptions, Readable, SingleWriterTxDatabase, SingleWriterTxKeyspace};
+use scs_core::time::OffsetDateTime;
+use scs_core::{Capabilities, Entry, Error, ErrorKind, IterableStore, Result, Store, async_trait};
+use scs_tokio::CleanupTask;
+
+use crate::BACKEND;
+
+/// Default interval of the expired-entry cleanup.
+const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Default name of the keyspace that holds the sessions.
+const DEFAULT_KEYSPACE: &str = "sessions";
+
+/// A session store in a [fjall](https://docs.rs/fjall) keyspace: an LSM tree, like Badger.
+///
+/// Each session is one entry of its own keyspace: the key is the store key, the value is
+/// the expiry (8 bytes, big-endian Unix milliseconds) followed by the data. Expiry is
+/// checked on every read; a background task removes every expired entry (every minute by
+/// default). Every fjall call runs on Tokio's blocking pool, never on the async runtime.
+///
+/// The store takes a [`SingleWriterTxDatabase`]: its write transactions make touch and the
+/// cleanup atomic read-modify-writes.
+///
+/// Cloning is cheap and clones share the database. Dropping the last clone stops the
+/// cleanup task.
+///
+/// ```
+/// # #[tokio::main] async fn main() -> scs_core::Result<()> {
+/// use scs_core::Store;
+/// use scs_fjallstore::FjallStore;
+/// use std::time::Duration;
+///
+/// # let dir = tempfile::tempdir().unwrap();
+/// // The application's own database, opened for transactions:
+/// let db = fjall::SingleWriterTxDatabase::builder(dir.path()).open().unwrap();
+/// let store = FjallStore::builder(db)
+///     .keyspace("sessions")
+///     .cleanup_interval(Some(Duration::from_secs(30)))
+///     .build()?;
+/// let expiry = scs_core::time::OffsetDateTime::now_utc() + Duration::from_secs(60);
+/// store.commit("key", b"data", expiry).await?;
+/// assert_eq!(store.find("key").await?.as_deref(), Some(&b"data"[..]));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct FjallStore {
+    inner: Arc<Inner>,
+    cleanup: Option<Arc<CleanupTask>>,
+}
+
+struct Inner {
+    db: SingleWriterTxDatabase,
+    keyspace_name: String,
+    /// Opened on first use, on the blocking pool (creating a keyspace writes to disk).
+    keyspace: OnceLock<SingleWriterTxKeyspace>,
+}
+
+impl FjallStore {
+    /// A store in the keyspace `sessions` of `db`, with cleanup every minute when called
+    /// inside a Tokio runtime. Outside a runtime there is no cleanup task (expired entries
+    /// are still never returned); use [`builder`](Self::builder) to make that an error.
+    ///
+    /// `SingleWriterTxDatabase` is a cheap handle: pass a clone of the application's own
+    /// database to keep sessions beside its other keyspaces.
+    pub fn new(db: SingleWriterTxDatabase) -> Self {
+        let builder = Self::builder(db);
+        if scs_tokio::runtime_available()
+            && let Ok(store) = builder.clone().build()
+        {
+            return store;
+        }
+        builder.cleanup_interval(None).build_unchecked()
+    }
+
+    /// Opens (or creates) the fjall database in the directory `path` and returns
+    /// [`FjallStore::new`] over it.
+    ///
+    /// Opening is synchronous file I/O: do it at startup (or inside
+    /// `tokio::task::spawn_blocking`). To pick the keyspace or the interval, open the
+    /// database with `SingleWriterTxDatabase::builder` and use [`builder`](Self::builder).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Connection`] when the directory cannot be opened (missing permissions,
+    /// or the database is already open), [`ErrorKind::Backend`] for other fjall failures.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let db = SingleWriterTxDatabase::builder(path)
+            .open()
+            .map_err(|e| fjall_error(e, "opening the fjall database"))?;
+        Ok(Self::new(db))
+    }
+
+    /// A builder for the keyspace name and cleanup interval, over the application's
+    /// database.
+    pub fn builder(db: SingleWriterTxDatabase) -> FjallStoreBuilder {
+        FjallStoreBuilder {
+            db,
+            keyspace: DEFAULT_KEYSPACE.to_owned(),
+            cleanup_interval: Some(DEFAULT_CLEANUP_INTERVAL),
+        }
+    }
+
+    /// Stops the cleanup task. Returns at once; calling it twice is fine.
+    pub fn stop_cleanup(&self) {
+        if let Some(task) = &self.cleanup {
+            task.stop();
+        }
+    }
+
+    /// Removes every expired entry of the keyspace now (and any value too short to hold an
+    /// expiry, which could never be read) and returns how many went.
+    ///
+    /// # Errors
+    /// The fjall error, mapped.
+    pub async fn remove_expired(&self) -> Result<u64> {
+        self.blocking(Inner::remove_expired).await
+    }
+
+    /// The name of the keyspace that holds the sessions.
+    pub fn keyspace_name(&self) -> &str {
+        &self.inner.keyspace_name
+    }
+
+    /// Runs `f` against the database on Tokio's blocking pool: fjall calls block on disk
+    /// I/O, the journal and the writer lock, and must never stall the async runtime.
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = self.inner.clone();
+        scs_tokio::blocking(BACKEND, move || f(&inner)).await
+    }
+}
+
+impl std::fmt::Debug for FjallStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FjallStore")
+            .field("keyspace", &self.inner.keyspace_name)
+            .field("cleanup", &self.cleanup.is_some())
+            .finish()
+    }
+}
+
+/// Options of a [`FjallStore`].
+#[derive(Clone)]
+#[must_use]
+pub struct FjallStoreBuilder {
+    db: SingleWriterTxDatabase,
+    keyspace: String,
+    cleanup_interval: Option<Duration>,
+}
+
+impl std::fmt::Debug for FjallStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FjallStoreBuilder")
+            .field("keyspace", &self.keyspace)
+            .field("cleanup_interval", &self.cleanup_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FjallStoreBuilder {
+    /// The keyspace that holds the sessions (default `sessions`):
+    /// `[A-Za-z_][A-Za-z0-9_]{0,62}`. The store owns the whole keyspace; give each store
+    /// its own.
+    pub fn keyspace(mut self, name: impl Into<String>) -> Self {
+        self.keyspace = name.into();
+        self
+    }
+
+    /// How often expired entries are removed; `None` for no cleanup task (default: one
+    /// minute).
+    pub fn cleanup_interval(mut self, interval: Option<Duration>) -> Self {
+        self.cleanup_interval = interval;
+        self
+    }
+
+    /// Builds the store and starts the cleanup task. Does no I/O: the keyspace is opened by
+    /// the first store call, on the blocking pool.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] for an invalid keyspace name, a zero interval, or a cleanup
+    /// interval without a running Tokio runtime.
+    pub fn build(self) -> Result<FjallStore> {
+        validate_name(&self.keyspace)?;
+        let interval = self.cleanup_interval;
+        let mut store = self.build_unchecked();
+        if let Some(interval) = interval {
+            // The task holds the store weakly, so that dropping the last clone closes the
+            // database at once (its directory can be opened again right away).
+            let inner = Arc::downgrade(&store.inner);
+            let task = CleanupTask::spawn(BACKEND, interval, move || {
+                let inner: Weak<Inner> = inner.clone();
+                scs_tokio::blocking(BACKEND, move || match inner.upgrade() {
+                    Some(inner) => inner.remove_expired(),
+                    None => Ok(0),
+                })
+            })?;
+            store.cleanup = Some(Arc::new(task));
+        }
+        Ok(store)
+    }
+
+    fn build_unchecked(self) -> FjallStore {
+        FjallStore {
+            inner: Arc::new(Inner {
+                db: self.db,
+                keyspace_name: self.keyspace,
+                keyspace: OnceLock::new(),
+            }),
+            cleanup: None,
+        }
+    }
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let valid = name.len() <= 63
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "invalid keyspace name {name:?}: use 1 to 63 ASCII letters, digits or underscores, not starting with a digit"
+            ),
+        )
+        .with_backend(BACKEND))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Value layout: 8-byte big-endian expiry in Unix milliseconds, then the data.
+
+const EXPIRY_LEN: usize = 8;
+
+fn unix_ms(t: OffsetDateTime) -> u64 {
+    let ms = t.unix_timestamp_nanos().div_euclid(1_000_000);
+    u64::try_from(ms.max(0)).unwrap_or(u64::MAX)
+}
+
+fn now_ms() -> u64 {
+    unix_ms(OffsetDateTime::now_utc())
+}
+
+fn encode(expiry_ms: u64, data: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(EXPIRY_LEN + data.len());
+    value.extend_from_slice(&expiry_ms.to_be_bytes());
+    value.extend_from_slice(data);
+    value
+}
+
+/// Splits a stored value into expiry and data; `None` when it is too short.
+fn decode(value: &[u8]) -> Option<(u64, &[u8])> {
+    let (expiry, data) = value.split_first_chunk::<EXPIRY_LEN>()?;
+    Some((u64::from_be_bytes(*expiry), data))
+}
+
+fn decode_or_error(value: &[u8]) -> Result<(u64, &[u8])> {
+    decode(value).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Codec,
+            "a stored session is shorter than its 8-byte expiry prefix",
+        )
+        .with_backend(BACKEND)
+    })
+}
+
+fn fjall_error(e: fjall::Error, what: &'static str) -> Error {
+    let kind = match e {
+        fjall::Error::Io(_)
+        | fjall::Error::Storage(fjall::LsmError::Io(_))
+        | fjall::Error::Locked => ErrorKind::Connection,
+        _ => ErrorKind::Backend,
+    };
+    Error::new(kind, what).with_backend(BACKEND).with_source(e)
+}
+
+// ---------------------------------------------------------------------------------------
+// The engine calls, run on the blocking pool. Writes go through the single-writer
+// transactions, flushed to the journal (the OS) at each commit.
+
+impl Inner {
+    fn keyspace(&self) -> Result<&SingleWriterTxKeyspace> {
+        if let Some(keyspace) = self.keyspace.get() {
+            return Ok(keyspace);
+        }
+        let keyspace = self
+            .db
+            .keyspace(&self.keyspace_name, KeyspaceCreateOptions::default)
+            .map_err(|e| fjall_error(e, "opening the sessions keyspace"))?;
+        Ok(self.keyspace.get_or_init(|| keyspace))
+    }
+
+    fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let what = "finding a session";
+        let Some(value) = self
+            .keyspace()?
+            .get(key)
+            .map_err(|e| fjall_error(e, what))?
+        else {
+            return Ok(None);
+        };
+        let (expiry, data) = decode_or_error(&value)?;
+        Ok((expiry > now_ms()).then(|| data.to_vec()))
+    }
+
+    fn commit(&self, key: &str, value: Vec<u8>, expiry: u64) -> Result<()> {
+        let what = "committing a session";
+        let keyspace = self.keyspace()?;
+        if expiry <= now_ms() {
+            // Already expired: leave nothing behind.
+            keyspace.remove(key).map_err(|e| fjall_error(e, what))
+        } else {
+            keyspace
+                .insert(key, value)
+                .map_err(|e| fjall_error(e, what))
+        }
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        self.keyspace()?
+            .remove(key)
+            .map_err(|e| fjall_error(e, "deleting a session"))
+    }
+
+    /// Read and rewrite in one write transaction: the single writer lock keeps every other
+    /// write out, so the new expiry lands on the data that was read.
+    fn touch(&self, key: &str, expiry: u64) -> Result<bool> {
+        let what = "touching a session";
+        let keyspace = self.keyspace()?;
+        let mut tx = self.db.write_tx();
+        let new = {
+            let Some(old) = tx.get(keyspace, key).map_err(|e| fjall_error(e, what))? else {
+                tx.rollback();
+                return Ok(false);
+            };
+            let (old_expiry, data) = match decode_or_error(&old) {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    tx.rollback();
+                    return Err(e);
+                }
+            };
+            let now = now_ms();
+            if old_expiry <= now {
+                tx.rollback();
+                return Ok(false);
+            }
+            (expiry > now).then(|| encode(expiry, data))
+        };
+        match new {
+            Some(value) => tx.insert(keyspace, key, value),
+            None => tx.remove(keyspace, key),
+        }
+        tx.commit().map_err(|e| fjall_error(e, what))?;
+        Ok(true)
+    }
+
+    fn all(&self) -> Result<Vec<Entry>> {
+        let what = "listing sessions";
+        let keyspace = self.keyspace()?;
+        let now = now_ms();
+        let mut out = Vec::new();
+        for item in self.db.read_tx().iter(keyspace) {
+            let (key, value) = item.into_inner().map_err(|e| fjall_error(e, what))?;
+            let (expiry, data) = decode_or_error(&value)?;
+            if expiry <= now {
+                continue;
+            }
+            let key = String::from_utf8(key.to_vec()).map_err(|e| {
+                Error::new(ErrorKind::Codec, "a stored session key is not UTF-8")
+                    .with_backend(BACKEND)
+                    .with_source(e)
+            })?;
+            out.push((key, data.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// A scan of a snapshot (which does not hold up writers), then one write transaction
+    /// that removes the expired entries found, each checked again so that an entry
+    /// recommitted meanwhile stays.
+    fn remove_expired(&self) -> Result<u64> {
+        let what = "removing expired sessions";
+        let dead = |value: &[u8], now: u64| decode(value).is_none_or(|(expiry, _)| expiry <= now);
+        let keyspace = self.keyspace()?;
+        let now = now_ms();
+        let mut candidates = Vec::new();
+        for item in self.db.read_tx().iter(keyspace) {
+            let (key, value) = item.into_inner().map_err(|e| fjall_error(e, what))?;
+            if dead(&value, now) {
+                candidates.push(key);
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.db.write_tx();
+        let now = now_ms();
+        let mut removed = 0;
+        for key in candidates {
+            let still_dead = match tx.get(keyspace, &key) {
+                Ok(value) => value.is_some_and(|value| dead(&value, now)),
+                Err(e) => {
+                    tx.rollback();
+                    return Err(fjall_error(e, what));
+                }
+            };
+            if still_dead {
+                tx.remove(keyspace, key);
+                removed += 1;
+            }
+        }
+        tx.commit().map_err(|e| fjall_error(e, what))?;
+        Ok(removed)
+    }
+}
+
+#[async_trait]
+impl Store for FjallStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        // Touch rewrites the value (an LSM tree has no partial update) but in one
+        // single-writer transaction, so it never races a concurrent commit.
+        Capabilities::new().with_iterate().with_touch()
+    }
+
+    async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let key = key.to_owned();
+        self.blocking(move |inner| inner.find(&key)).await
+    }
+
+    async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
+        let (key, expiry) = (key.to_owned(), unix_ms(expiry));
+        let value = encode(expiry, data);
+        self.blocking(move |inner| inner.commit(&key, value, expiry))
+            .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let key = key.to_owned();
+        self.blocking(move |inner| inner.delete(&key)).await
+    }
+
+    async fn touch(&self, key: &str, expiry: OffsetDateTime) -> Result<bool> {
+        let (key, expiry) = (key.to_owned(), unix_ms(expiry));
+        self.blocking(move |inner| inner.touch(&key, expiry)).await
+    }
+
+    fn as_iterable(&self) -> Option<&dyn IterableStore> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl IterableStore for FjallStore {
+    async fn all(&self) -> Result<Vec<Entry>> {
+        self.blocking(Inner::all).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database in a fresh temporary directory (kept alive by the returned guard).
+    fn temp_db() -> (SingleWriterTxDatabase, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SingleWriterTxDatabase::builder(dir.path())
+            .temporary(true)
+            .open()
+            .unwrap();
+        (db, dir)
+    }
+
+    #[test]
+    fn keyspace_names_are_validated() {
+        let (db, _dir) = temp_db();
+        for bad in ["", "1abc", "a-b", "a b", "sessions;", "é", &"a".repeat(64)] {
+            let err = FjallStore::builder(db.clone())
+                .keyspace(bad)
+                .cleanup_interval(None)
+                .build()
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{bad:?}");
+            assert_eq!(err.backend(), Some(BACKEND));
+        }
+        for good in ["a", "_", "sessions", "scs_abc123", &"a".repeat(63)] {
+            let store = FjallStore::builder(db.clone())
+                .keyspace(good)
+                .cleanup_interval(None)
+                .build();
+            assert!(store.is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn new_outside_a_runtime_has_no_cleanup_and_builder_says_why() {
+        let (db, _dir) = temp_db();
+        let store = FjallStore::new(db.clone());
+        assert!(store.cleanup.is_none());
+        assert_eq!(store.keyspace_name(), "sessions");
+        let err = FjallStore::builder(db).build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+    }
+
+    #[tokio::test]
+    async fn zero_interval_is_a_config_error() {
+        let (db, _dir) = temp_db();
+        let err = FjallStore::builder(db.clone())
+            .cleanup_interval(Some(Duration::ZERO))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(FjallStore::new(db).cleanup.is_some());
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_clone_stops_cleanup_and_releases_the_database() {
+        let (db, _dir) = temp_db();
+        let store = FjallStore::builder(db)
+            .cleanup_interval(Some(Duration::from_millis(10)))
+            .build()
+            .unwrap();
+        let task = Arc::downgrade(store.cleanup.as_ref().unwrap());
+        let inner = Arc::downgrade(&store.inner);
+        let clone = store.clone();
+        drop(store);
+        assert!(task.upgrade().is_some_and(|t| !t.is_stopped()));
+        drop(clone);
+        assert!(
+            task.upgrade().is_none(),
+            "the task handle went with the store"
+        );
+        assert!(
+            inner.upgrade().is_none(),
+            "the task does not keep the database open"
+        );
+    }
+
+    #[test]
+    fn debug_shows_the_namespace_and_no_handle() {
+        let (db, _dir) = temp_db();
+        let store = FjallStore::builder(db.clone())
+            .keyspace("my_keyspace")
+            .cleanup_interval(None)
+            .build()
+            .unwrap();
+        let out = format!("{store:?}");
+        assert!(out.contains("FjallStore") && out.contains("my_keyspace"));
+        let builder = format!("{:?}", FjallStore::builder(db));
+        assert!(builder.contains("sessions"));
+    }
+
+    #[test]
+    fn value_layout_round_trips_and_rejects_short_values() {
+        let v = encode(0x0102_0304_0506_0708, b"data");
+        assert_eq!(&v[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(decode(&v), Some((0x0102_0304_0506_0708, &b"data"[..])));
+        assert_eq!(decode(&encode(5, b"")), Some((5, &b""[..])));
+        for short in [&b""[..], b"1234567"] {
+            assert!(decode(short).is_none());
+            assert_eq!(decode_or_error(short).unwrap_err().kind(), ErrorKind::Codec);
+        }
+        let before_epoch = OffsetDateTime::UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(unix_ms(before_epoch), 0);
+        let t = OffsetDateTime::UNIX_EPOCH + Duration::from_micros(1_234_567);
+        assert_eq!(unix_ms(t), 1234);
+    }
+}
