@@ -17,5 +17,6 @@ pub use error::{BoxError, Error, ErrorKind, Result};
 pub use session::{SessionData, Status};
 pub use store::{
     Capabilities, Context, CtxStore, Entry, IterableCtxStore, IterableStore, Record, Store,
+    new_version,
 };
 pub use value::{Value, Values};

@@ -38,6 +38,26 @@ impl Record {
     }
 }
 
+/// A fresh entry version for [`Store::commit`] and [`Store::commit_if`]: 63 random bits
+/// from the OS random source, never zero, so a key deleted and written again does not get
+/// a version it had before (no ABA) without any counter to keep.
+///
+/// ```
+/// let (a, b) = (scs_core::new_version(), scs_core::new_version());
+/// assert_ne!(a, b);
+/// assert!(a > 0 && a <= i64::MAX as u64); // fits a signed BIGINT column
+/// ```
+pub fn new_version() -> u64 {
+    let mut bytes = [0u8; 8];
+    // On the vanishing chance the OS source fails, fall back to the clock: versions
+    // only need to differ from the previous one.
+    let v = match getrandom::fill(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => OffsetDateTime::now_utc().unix_timestamp_nanos() as u64,
+    };
+    (v >> 1).max(1)
+}
+
 impl std::fmt::Debug for Record {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Record")
