@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 mod config;
+#[cfg(feature = "encryption")]
+mod encrypt;
 #[cfg(feature = "axum")]
 mod extract;
 mod layer;
@@ -8,8 +10,11 @@ mod manager;
 mod session;
 mod sessions;
 mod transport;
+mod users;
 
 pub use config::{CodecKind, CookieConfig, SameSite, SessionConfig, TokenTransport};
+#[cfg(feature = "encryption")]
+pub use encrypt::AeadCodec;
 #[cfg(feature = "axum")]
 pub use extract::SessionRejection;
 pub use layer::{LoadAndSave, LoadAndSaveService, ResponseBody};
@@ -21,3 +26,4 @@ pub use scs_core::{
 };
 pub use session::Session;
 pub use sessions::Sessions;
+pub use users::UserSession;

@@ -168,8 +168,14 @@ impl SessionManager {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// The error handler's response for `error`.
+    /// The error handler's response for `error` (counted in `scs_errors_total`).
     pub fn error_response(&self, error: &Error) -> Response<Bytes> {
+        metrics::counter!(
+            "scs_errors_total",
+            "backend" => self.inner.store.backend(),
+            "kind" => error.kind().as_str()
+        )
+        .increment(1);
         (self.inner.error_handler)(error)
     }
 
@@ -191,6 +197,12 @@ impl SessionManager {
     /// # Errors
     /// As [`load`](Self::load).
     pub async fn load_with_context(&self, token: Option<&str>, ctx: Context) -> Result<Session> {
+        let span = tracing::debug_span!("scs.load", backend = self.inner.store.backend());
+        self.load_inner(token, ctx).instrument(span).await
+    }
+
+    async fn load_inner(&self, token: Option<&str>, ctx: Context) -> Result<Session> {
+        self.count("scs_loads_total");
         let mut state = State::fresh(self);
         if let Some(token) = token.filter(|t| token::is_valid(t)) {
             let key = self.store_key(token);
@@ -213,13 +225,7 @@ impl SessionManager {
         let mut key = key.to_owned();
         for _ in 0..2 {
             let found = if self.inner.caps.versioned {
-                self.timed(
-                    self.inner.store.find_record_ctx(ctx, &key),
-                    "finding a session",
-                    "find",
-                )
-                .await?
-                .map(|r| Found {
+                self.find_raw_record(ctx, &key).await?.map(|r| Found {
                     key: key.clone(),
                     version: Some(r.version),
                     expiry: Some(r.expiry),
@@ -250,6 +256,8 @@ impl SessionManager {
         state.version = found.version;
         state.stored_expiry = found.expiry;
         state.from_store = true;
+        // A stored session bound to a user is in the user's index already.
+        state.indexed_key = state.key.clone();
         Ok(())
     }
 
@@ -261,6 +269,11 @@ impl SessionManager {
     /// The codec's or store's error, or [`ErrorKind::TooLarge`] when the encoded session
     /// exceeds `max_session_bytes` (nothing is stored then).
     pub async fn commit(&self, session: &Session) -> Result<(String, OffsetDateTime)> {
+        let span = tracing::debug_span!("scs.commit", backend = self.inner.store.backend());
+        self.commit_inner(session).instrument(span).await
+    }
+
+    async fn commit_inner(&self, session: &Session) -> Result<(String, OffsetDateTime)> {
         let ctx = &session.inner.ctx;
         for _attempt in 0..=MAX_CONFLICT_RETRIES {
             let (token, key, bytes, expiry, expected) = {
@@ -290,11 +303,23 @@ impl SessionManager {
                 )
                 .await?;
             if let Some(version) = committed {
-                let mut state = session.inner.state.lock();
-                state.version = Some(version);
-                state.stored_expiry = Some(expiry);
-                if let Some(changes) = &mut state.changes {
-                    changes.clear();
+                let to_index = {
+                    let mut state = session.inner.state.lock();
+                    state.version = Some(version);
+                    state.stored_expiry = Some(expiry);
+                    if let Some(changes) = &mut state.changes {
+                        changes.clear();
+                    }
+                    let user = state
+                        .data
+                        .values
+                        .get(crate::users::USER_KEY)
+                        .and_then(|v| v.to::<String>().ok());
+                    user.filter(|_| state.indexed_key.as_deref() != Some(key.as_str()))
+                };
+                if let Some(user) = to_index {
+                    self.index_session(ctx, &user, &key, expiry).await?;
+                    session.inner.state.lock().indexed_key = Some(key.clone());
                 }
                 self.count("scs_commits_total");
                 return Ok((token, expiry));
@@ -385,8 +410,8 @@ impl SessionManager {
             .timed(store.all_ctx(&ctx), "listing sessions", "all")
             .await?;
         for (key, bytes) in entries {
-            if moved_to(&bytes).is_some() {
-                // A renewed token's forwarding entry, not a session.
+            if moved_to(&bytes).is_some() || crate::users::is_index(&bytes) {
+                // A renewed token's forwarding entry or a user index, not a session.
                 continue;
             }
             let mut state = State::fresh(self);
@@ -475,6 +500,39 @@ impl SessionManager {
             self.inner.store.find_ctx(ctx, key),
             "finding a session",
             "find",
+        )
+        .await
+    }
+
+    /// A versioned read of any entry (session, forwarding entry, index).
+    pub(crate) async fn find_raw_record(
+        &self,
+        ctx: &Context,
+        key: &str,
+    ) -> Result<Option<scs_core::Record>> {
+        self.timed(
+            self.inner.store.find_record_ctx(ctx, key),
+            "finding a session",
+            "find",
+        )
+        .await
+    }
+
+    /// A compare-and-set write of any entry.
+    pub(crate) async fn commit_raw_if(
+        &self,
+        ctx: &Context,
+        key: &str,
+        bytes: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        self.timed(
+            self.inner
+                .store
+                .commit_if_ctx(ctx, key, bytes, expiry, expected),
+            "committing a session",
+            "commit_if",
         )
         .await
     }

@@ -7,6 +7,7 @@ use scs_core::time::OffsetDateTime;
 use scs_core::{Context, SessionData, Status, Value, token};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument as _;
 
 use crate::{Result, SessionManager};
 
@@ -66,6 +67,8 @@ pub(crate) struct State {
     /// With a versioned store: what this request changed, replayed onto fresh data when
     /// a concurrent request committed first.
     pub(crate) changes: Option<Vec<Change>>,
+    /// The key known to be in its user's index (see `users`).
+    pub(crate) indexed_key: Option<String>,
 }
 
 /// One change a request made, kept to replay it after a compare-and-set conflict.
@@ -87,6 +90,7 @@ impl State {
             version: None,
             stored_expiry: None,
             changes: manager.versioned().then(Vec::new),
+            indexed_key: None,
         }
     }
 
@@ -393,6 +397,11 @@ impl Session {
     /// # Errors
     /// The store's error; the session is then left as it was.
     pub async fn destroy(&self) -> Result<()> {
+        let span = tracing::debug_span!("scs.destroy");
+        self.destroy_inner().instrument(span).await
+    }
+
+    async fn destroy_inner(&self) -> Result<()> {
         let key = self.inner.state.lock().key.clone();
         if let Some(key) = key {
             self.inner
@@ -413,6 +422,11 @@ impl Session {
     /// # Errors
     /// The store's error when deleting the old token; the session is then unchanged.
     pub async fn renew_token(&self) -> Result<()> {
+        let span = tracing::debug_span!("scs.renew");
+        self.renew_inner().instrument(span).await
+    }
+
+    async fn renew_inner(&self) -> Result<()> {
         let manager = &self.inner.manager;
         let old_key = self.inner.state.lock().key.clone();
         let grace = manager.renew_grace();

@@ -117,7 +117,7 @@ impl Store for Probe {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let caps = Capabilities::new().with_iterate();
+        let caps = Capabilities::new().with_iterate().with_versioned();
         if self.inner.no_touch.load(Ordering::SeqCst) {
             caps
         } else {

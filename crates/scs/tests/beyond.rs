@@ -1,0 +1,252 @@
+//! Beyond scs, through real HTTP: no lost updates, touch throttling, safe renewal, sign
+//! out everywhere, encryption at rest, and what observability shows.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Path;
+use axum::routing::get;
+use common::{Client, Probe, serve};
+use scs::{AeadCodec, Session, SessionManager, Store};
+
+fn routes() -> Router {
+    Router::new()
+        .route(
+            "/put/{key}/{value}",
+            get(
+                |s: Session, Path((k, v)): Path<(String, String)>| async move {
+                    s.put(&k, &v).unwrap();
+                    "ok"
+                },
+            ),
+        )
+        .route(
+            "/get/{key}",
+            get(|s: Session, Path(k): Path<String>| async move {
+                s.get_string(&k).unwrap_or_else(|| "<none>".into())
+            }),
+        )
+        .route(
+            "/login/{user}",
+            get(|s: Session, Path(user): Path<String>| async move {
+                s.renew_token().await.unwrap();
+                s.set_user(&user).unwrap();
+                "ok"
+            }),
+        )
+        .route(
+            "/renew",
+            get(|s: Session| async move {
+                s.renew_token().await.unwrap();
+                "ok"
+            }),
+        )
+}
+
+async fn start(manager: SessionManager) -> Client {
+    Client::new(serve(routes().layer(manager.layer())).await)
+}
+
+fn cookie(token: &str) -> String {
+    format!("session={token}")
+}
+
+// Several worker threads, so that requests really interleave between load and commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_requests_on_one_session_lose_no_update() {
+    let store = Probe::new();
+    let c = Arc::new(start(SessionManager::new(store.clone())).await);
+    let token = c.get("/put/base/0", None).await.cookie("session").unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let (c, token) = (c.clone(), token.clone());
+        tasks.spawn(async move {
+            c.get(&format!("/put/k{i}/v{i}"), Some(&cookie(&token)))
+                .await
+                .status
+        });
+    }
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    let mut lost = 0;
+    for i in 0..50 {
+        if c.get(&format!("/get/k{i}"), Some(&cookie(&token)))
+            .await
+            .body
+            != format!("v{i}")
+        {
+            lost += 1;
+        }
+    }
+    assert_eq!(lost, 0, "{lost} of 50 concurrent updates were lost");
+}
+
+#[tokio::test]
+async fn idle_touch_is_throttled_to_the_touch_interval() {
+    let store = Probe::new();
+    let manager = SessionManager::builder(store.clone())
+        .idle_timeout(Duration::from_secs(60))
+        .touch_interval(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let c = start(manager).await;
+    let token = c.get("/put/a/b", None).await.cookie("session").unwrap();
+    // Read-heavy traffic right after a write: no touch, no cookie.
+    for _ in 0..10 {
+        let r = c.get("/get/a", Some(&cookie(&token))).await;
+        assert_eq!(r.body, "b");
+        assert!(
+            r.set_cookies().is_empty(),
+            "a touch (and cookie) within the touch interval: {:?} touches {}",
+            r.set_cookies(),
+            store.touches()
+        );
+    }
+    assert_eq!(store.touches(), 0);
+    assert_eq!(store.commits(), 1);
+    // Once the expiry would move by the interval: one touch, the cookie re-sent.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let r = c.get("/get/a", Some(&cookie(&token))).await;
+    assert_eq!(r.cookie("session").as_deref(), Some(token.as_str()));
+    assert_eq!(store.touches(), 1);
+    let r = c.get("/get/a", Some(&cookie(&token))).await;
+    assert!(r.set_cookies().is_empty());
+    assert_eq!(store.touches(), 1, "touched again right after a touch");
+    assert_eq!(store.commits(), 1, "the data was never rewritten");
+}
+
+#[tokio::test]
+async fn renewed_token_stays_usable_for_in_flight_requests_during_the_grace() {
+    let store = Probe::new();
+    let manager = SessionManager::builder(store.clone())
+        .renew_grace(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let c = start(manager).await;
+    let old = c
+        .get("/put/user/ada", None)
+        .await
+        .cookie("session")
+        .unwrap();
+    let new = c
+        .get("/renew", Some(&cookie(&old)))
+        .await
+        .cookie("session")
+        .unwrap();
+    assert_ne!(old, new);
+    // A request that was in flight with the old token reads the renewed session...
+    let r = c.get("/get/user", Some(&cookie(&old))).await;
+    assert_eq!(r.body, "ada");
+    // ...and its change lands in the renewed session, without handing out a cookie.
+    let r = c.get("/put/cart/3", Some(&cookie(&old))).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.set_cookies().is_empty(),
+        "the old token's response must not set a cookie"
+    );
+    assert_eq!(c.get("/get/cart", Some(&cookie(&new))).await.body, "3");
+    // After the grace period the old token leads nowhere.
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    assert_eq!(c.get("/get/user", Some(&cookie(&old))).await.body, "<none>");
+    assert_eq!(c.get("/get/user", Some(&cookie(&new))).await.body, "ada");
+}
+
+#[tokio::test]
+async fn without_grace_the_old_token_is_gone_at_once() {
+    let c = start(SessionManager::new(Probe::new())).await;
+    let old = c
+        .get("/put/user/ada", None)
+        .await
+        .cookie("session")
+        .unwrap();
+    c.get("/renew", Some(&cookie(&old))).await;
+    assert_eq!(c.get("/get/user", Some(&cookie(&old))).await.body, "<none>");
+}
+
+#[tokio::test]
+async fn sign_out_everywhere_through_the_user_index() {
+    let store = Probe::new();
+    let manager = SessionManager::new(store.clone());
+    let c = start(manager.clone()).await;
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        tokens.push(c.get("/login/ada", None).await.cookie("session").unwrap());
+    }
+    let bob = c.get("/login/bob", None).await.cookie("session").unwrap();
+    let listed = manager.user_sessions("ada").await.unwrap();
+    assert_eq!(listed.len(), 3);
+    // Listing reads the index and each session: no scan of all sessions.
+    let keep = manager.load(Some(&tokens[0])).await.unwrap();
+    let revoked = manager.revoke_user("ada", Some(&keep)).await.unwrap();
+    assert_eq!(revoked, 2);
+    assert_eq!(manager.user_sessions("ada").await.unwrap().len(), 1);
+    assert_eq!(manager.user_sessions("bob").await.unwrap().len(), 1);
+    for t in &tokens[1..] {
+        assert!(
+            manager.load(Some(t)).await.unwrap().user().is_none(),
+            "a revoked session survived"
+        );
+    }
+    assert_eq!(
+        manager
+            .load(Some(&tokens[0]))
+            .await
+            .unwrap()
+            .user()
+            .as_deref(),
+        Some("ada")
+    );
+    assert_eq!(
+        manager.load(Some(&bob)).await.unwrap().user().as_deref(),
+        Some("bob")
+    );
+    // Iteration still sees only sessions, never the index entries.
+    let mut n = 0;
+    manager
+        .iterate(|_| {
+            n += 1;
+            async { Ok(()) }
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+}
+
+#[tokio::test]
+async fn encrypted_at_rest_through_the_layer() {
+    let store = Probe::new();
+    let manager = SessionManager::builder(store.clone())
+        .codec(AeadCodec::new(1, [42; 32]))
+        .build()
+        .unwrap();
+    let c = start(manager).await;
+    let token = c
+        .get("/put/card/4111111111111111", None)
+        .await
+        .cookie("session")
+        .unwrap();
+    let key = scs::token::store_key(&token, true);
+    let raw = store.mem().find(&key).await.unwrap().unwrap();
+    assert!(
+        !raw.windows(16).any(|w| w == b"4111111111111111"),
+        "plaintext at rest"
+    );
+    assert_eq!(
+        c.get("/get/card", Some(&cookie(&token))).await.body,
+        "4111111111111111"
+    );
+    // Rotated: the old key still decrypts what was stored before.
+    let rotated = SessionManager::builder(store.clone())
+        .codec(AeadCodec::new(1, [42; 32]).with_key(2, [43; 32]))
+        .build()
+        .unwrap();
+    let c2 = start(rotated).await;
+    assert_eq!(
+        c2.get("/get/card", Some(&cookie(&token))).await.body,
+        "4111111111111111"
+    );
+}
