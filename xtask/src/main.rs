@@ -3,6 +3,7 @@
 //! Each command lives in its own module with a `main(args) -> Result<ExitCode>`; `run` below is
 //! the one place that maps command names to modules.
 
+mod browser;
 mod services;
 mod test;
 
@@ -20,6 +21,9 @@ commands:
   test [package...] [-- args]
                    run every test and the conformance suite per backend, then print
                    a table of backends (passed / failed / skipped with the reason)
+  browser [--no-install]
+                   the real-browser check: headless Chromium (Debian's chromium and
+                   chromium-driver, installed when missing) signs in to the demo
   protoc-path      print the path of the vendored protoc binary (for PROTOC)
   protoc-include   print the vendored protobuf include dir (google/protobuf/*.proto)
 ";
@@ -43,6 +47,7 @@ fn run(args: &[String]) -> anyhow::Result<ExitCode> {
     match command.as_str() {
         "services" => services::main(rest),
         "test" => test::main(rest),
+        "browser" => browser::main(rest),
         "protoc-path" => {
             let path = protoc_bin_vendored::protoc_bin_path()
                 .context("no vendored protoc for this platform; install protobuf-compiler")?;
