@@ -51,6 +51,9 @@ pub struct SessionManager {
 }
 
 struct ManagerInner {
+    /// Striped per-session commit locks (versioned stores).
+    commit_turns: Box<[tokio::sync::Mutex<()>]>,
+    turn_hasher: std::collections::hash_map::RandomState,
     store: Arc<dyn CtxStore>,
     /// The store's capabilities, read once (they never change).
     caps: Capabilities,
@@ -121,6 +124,8 @@ impl SessionManager {
         let caps = store.capabilities();
         Self {
             inner: Arc::new(ManagerInner {
+                commit_turns: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
+                turn_hasher: Default::default(),
                 caps,
                 store,
                 codec,
@@ -275,7 +280,34 @@ impl SessionManager {
 
     async fn commit_inner(&self, session: &Session) -> Result<(String, OffsetDateTime)> {
         let ctx = &session.inner.ctx;
-        for _attempt in 0..=MAX_CONFLICT_RETRIES {
+        // Commits of one session in this process take turns, so compare-and-set only has
+        // to settle races with other processes (and with loads older than a commit).
+        let _turn = match self.inner.caps.versioned {
+            true => {
+                let key = {
+                    let mut state = session.inner.state.lock();
+                    if state.key.is_none() {
+                        let token = token::try_generate()?;
+                        state.key = Some(self.store_key(&token));
+                        state.token = token;
+                    }
+                    state.key.clone().unwrap_or_default()
+                };
+                Some(self.commit_turn(&key).await)
+            }
+            false => None,
+        };
+        let started = std::time::Instant::now();
+        for attempt in 0..=MAX_CONFLICT_RETRIES {
+            if attempt > 0 {
+                // Jittered backoff against other processes; bounded by the store timeout.
+                if started.elapsed() > self.inner.config.store_timeout {
+                    break;
+                }
+                let cap = 1u64 << attempt.min(5);
+                let jitter = scs_core::new_version() % (cap * 1000);
+                tokio::time::sleep(Duration::from_micros(jitter)).await;
+            }
             let (token, key, bytes, expiry, expected) = {
                 let mut state = session.inner.state.lock();
                 if state.key.is_none() {
@@ -352,10 +384,18 @@ impl SessionManager {
         Err(Error::new(
             ErrorKind::Conflict,
             format!(
-                "the session kept changing under this request ({MAX_CONFLICT_RETRIES} retries)"
+                "the session kept changing under this request (gave up after {MAX_CONFLICT_RETRIES} retries or the store timeout)"
             ),
         )
         .with_backend(self.inner.store.backend()))
+    }
+
+    /// Waits for this process's turn to commit the session under `key`.
+    async fn commit_turn(&self, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::BuildHasher as _;
+        let turns = &self.inner.commit_turns;
+        let i = (self.inner.turn_hasher.hash_one(key) as usize) % turns.len();
+        turns[i].lock().await
     }
 
     pub(crate) fn encode(&self, data: &SessionData) -> Result<Vec<u8>> {
@@ -674,8 +714,9 @@ fn moved_to(data: &[u8]) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Compare-and-set retries before a commit gives up with a `Conflict` error.
-const MAX_CONFLICT_RETRIES: u32 = 8;
+/// Compare-and-set retries before a commit gives up with a `Conflict` error (also bounded
+/// by the store timeout).
+const MAX_CONFLICT_RETRIES: u32 = 64;
 
 fn humanize(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
