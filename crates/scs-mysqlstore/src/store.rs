@@ -3,7 +3,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use scs_core::time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
-use scs_core::{Capabilities, Entry, Error, ErrorKind, IterableStore, Result, Store, async_trait};
+use scs_core::{
+    Capabilities, Entry, Error, ErrorKind, IterableStore, Record, Result, Store, async_trait,
+};
 use scs_tokio::CleanupTask;
 use sqlx::mysql::{
     MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
@@ -29,12 +31,17 @@ const MAX_TABLE_NAME_LEN: usize = 63 - "_expiry_idx".len();
 /// MySQL's `ER_DUP_KEYNAME`: the index exists already.
 const ER_DUP_KEYNAME: u16 = 1061;
 
+/// MySQL's `ER_DUP_FIELDNAME`: the column exists already.
+const ER_DUP_FIELDNAME: u16 = 1060;
+
 /// A MySQL / MariaDB session store on a sqlx [`MySqlPool`].
 ///
-/// One row per session (`token`, `data`, `expiry`); expiry is checked in every query, and a
-/// background task deletes expired rows (every 5 minutes by default). Create the table once
-/// with [`migrate`](Self::migrate). Cloning is cheap and clones share the pool; dropping
-/// the last clone stops the task.
+/// One row per session (`token`, `data`, `expiry`, `version`); expiry is checked in every
+/// query, and a background task deletes expired rows (every 5 minutes by default). Every
+/// commit gives the row a new random `version`, so [`Store::commit_if`] can write only over
+/// the version a request loaded (one conditional statement, no lost updates). Create the
+/// table once with [`migrate`](Self::migrate). Cloning is cheap and clones share the pool;
+/// dropping the last clone stops the task.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -66,9 +73,14 @@ struct Inner {
 /// [`check_table_name`] and quoted; every value is a bound parameter.
 struct Queries {
     create_table: SqlStr,
+    has_version: SqlStr,
+    add_version: SqlStr,
     create_index: SqlStr,
     find: SqlStr,
+    find_record: SqlStr,
     commit: SqlStr,
+    commit_if_version: SqlStr,
+    commit_if_absent: SqlStr,
     delete: SqlStr,
     touch: SqlStr,
     all: SqlStr,
@@ -89,15 +101,52 @@ impl Queries {
                 "CREATE TABLE IF NOT EXISTS {t} (\
                  token VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, \
                  data LONGBLOB NOT NULL, \
-                 expiry DATETIME(6) NOT NULL)"
+                 expiry DATETIME(6) NOT NULL, \
+                 version BIGINT NOT NULL DEFAULT 0)"
+            )),
+            // A table made by an earlier release has no `version` column. MySQL 8 has no
+            // `ADD COLUMN IF NOT EXISTS` (MariaDB has), so the catalog is asked first, which
+            // also spares every start an `ALTER TABLE` and its metadata lock.
+            has_version: sql("SELECT COUNT(*) FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = 'version'"
+                .to_owned()),
+            add_version: sql(format!(
+                "ALTER TABLE {t} ADD COLUMN version BIGINT NOT NULL DEFAULT 0"
             )),
             create_index: sql(format!("CREATE INDEX `{table}_expiry_idx` ON {t} (expiry)")),
             find: sql(format!(
                 "SELECT data FROM {t} WHERE token = ? AND expiry > ?"
             )),
+            find_record: sql(format!(
+                "SELECT data, expiry, version FROM {t} WHERE token = ? AND expiry > ?"
+            )),
             commit: sql(format!(
-                "INSERT INTO {t} (token, data, expiry) VALUES (?, ?, ?) \
-                 ON DUPLICATE KEY UPDATE data = VALUES(data), expiry = VALUES(expiry)"
+                "INSERT INTO {t} (token, data, expiry, version) VALUES (?, ?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE \
+                 data = VALUES(data), expiry = VALUES(expiry), version = VALUES(version)"
+            )),
+            // Compare-and-set over a live row. The WHERE clause is checked on the newest
+            // row under its lock, so of several racing writers with the same expected
+            // version exactly one matches; the one that matches always changes `version`,
+            // so "affected" is exact even though sqlx counts matched rows.
+            commit_if_version: sql(format!(
+                "UPDATE {t} SET data = ?, expiry = ?, version = ? \
+                 WHERE token = ? AND version = ? AND expiry > ?"
+            )),
+            // Create when absent, or overwrite an expired row; a live row keeps every
+            // column (`expiry` is assigned last: MySQL's assignments see the ones before).
+            // sqlx connects with CLIENT_FOUND_ROWS, so a live row left as it is counts as
+            // one affected row, like an insert: the live branch also calls
+            // `LAST_INSERT_ID(1)`, which the server reports back as the statement's insert
+            // id (0 otherwise: the table has no AUTO_INCREMENT column). One statement, no
+            // transaction.
+            commit_if_absent: sql(format!(
+                "INSERT INTO {t} (token, data, expiry, version) VALUES (?, ?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE \
+                 data = IF(expiry > ?, data, VALUES(data)), \
+                 version = IF(expiry > ?, IF(LAST_INSERT_ID(1), version, version), \
+                 VALUES(version)), \
+                 expiry = IF(expiry > ?, expiry, VALUES(expiry))"
             )),
             delete: sql(format!("DELETE FROM {t} WHERE token = ?")),
             touch: sql(format!(
@@ -137,6 +186,28 @@ fn utc(t: OffsetDateTime) -> PrimitiveDateTime {
 /// never disagree about whether an expiry the app just computed has passed.
 fn now() -> PrimitiveDateTime {
     utc(OffsetDateTime::now_utc())
+}
+
+/// A version as the signed `BIGINT` column holds it (bit for bit: [`scs_core::new_version`]
+/// fits 63 bits anyway, and any value read back compares equal when written again).
+fn to_db(version: u64) -> i64 {
+    version.cast_signed()
+}
+
+/// A version read from the `BIGINT` column.
+fn from_db(version: i64) -> u64 {
+    version.cast_unsigned()
+}
+
+/// Whether `commit_if_absent` wrote: 1 affected row is an insert, or a live row left as it
+/// was (then the insert id is the `LAST_INSERT_ID(1)` marker); 2 is an expired row
+/// overwritten. (Without CLIENT_FOUND_ROWS the live row would count 0.)
+fn absent_commit_won(rows_affected: u64, last_insert_id: u64) -> bool {
+    match rows_affected {
+        1 => last_insert_id == 0,
+        2 => true,
+        _ => false,
+    }
 }
 
 impl MySqlStore {
@@ -196,12 +267,15 @@ impl MySqlStore {
         ))
     }
 
-    /// Creates the table and its expiry index when they do not exist yet. Run it once at
-    /// startup (or apply the DDL from the README with your own migrations).
+    /// Creates the table and its expiry index when they do not exist yet, and adds the
+    /// `version` column to a table made by an earlier release of this crate (rows already
+    /// there get version 0). Run it once at startup (or apply the DDL from the README with
+    /// your own migrations); running it again changes nothing.
     ///
     /// MySQL 8 has no `CREATE INDEX IF NOT EXISTS` (MariaDB has), so the index is created
     /// unconditionally and "duplicate key name" counts as done: one statement, no race
-    /// between two migrating processes, on both servers.
+    /// between two migrating processes, on both servers. Likewise a "duplicate column
+    /// name" from adding `version` (another process added it since the catalog was read).
     ///
     /// # Errors
     /// [`ErrorKind::Backend`] when the database rejects the DDL (e.g. no permission).
@@ -211,6 +285,22 @@ impl MySqlStore {
             .execute(&inner.pool)
             .await
             .map_err(error("creating the sessions table"))?;
+        let has_version: i64 = sqlx::query_scalar(inner.sql.has_version.clone())
+            .bind(&inner.table)
+            .fetch_one(&inner.pool)
+            .await
+            .map_err(error("checking the sessions table for a version column"))?;
+        if has_version == 0 {
+            match sqlx::query(inner.sql.add_version.clone())
+                .execute(&inner.pool)
+                .await
+            {
+                Err(e) if error_number(&e) == Some(ER_DUP_FIELDNAME) => {}
+                done => {
+                    done.map_err(error("adding a version column to the sessions table"))?;
+                }
+            }
+        }
         match sqlx::query(inner.sql.create_index.clone())
             .execute(&inner.pool)
             .await
@@ -311,7 +401,10 @@ impl Store for MySqlStore {
 
     fn capabilities(&self) -> Capabilities {
         // DATETIME(6) keeps microseconds, so the default 1 ms resolution holds.
-        Capabilities::new().with_iterate().with_touch()
+        Capabilities::new()
+            .with_iterate()
+            .with_touch()
+            .with_versioned()
     }
 
     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -329,6 +422,7 @@ impl Store for MySqlStore {
             .bind(key)
             .bind(data)
             .bind(utc(expiry))
+            .bind(to_db(scs_core::new_version()))
             .execute(&self.inner.pool)
             .await
             .map_err(error("committing a session"))?;
@@ -355,6 +449,63 @@ impl Store for MySqlStore {
             .await
             .map_err(error("touching a session"))?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        let row = sqlx::query_as::<_, (Vec<u8>, PrimitiveDateTime, i64)>(
+            self.inner.sql.find_record.clone(),
+        )
+        .bind(key)
+        .bind(now())
+        .fetch_optional(&self.inner.pool)
+        .await
+        .map_err(error("finding a session"))?;
+        Ok(row.map(|(data, expiry, version)| {
+            Record::new(data, expiry.assume_utc(), from_db(version))
+        }))
+    }
+
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        // One statement either way. A past expiry leaves a row that no read returns, as
+        // `commit` does: the entry is gone.
+        let version = scs_core::new_version();
+        let now = now();
+        let won = match expected {
+            Some(expected) => {
+                let done = sqlx::query(self.inner.sql.commit_if_version.clone())
+                    .bind(data)
+                    .bind(utc(expiry))
+                    .bind(to_db(version))
+                    .bind(key)
+                    .bind(to_db(expected))
+                    .bind(now)
+                    .execute(&self.inner.pool)
+                    .await
+                    .map_err(error("committing a session"))?;
+                done.rows_affected() > 0
+            }
+            None => {
+                let done = sqlx::query(self.inner.sql.commit_if_absent.clone())
+                    .bind(key)
+                    .bind(data)
+                    .bind(utc(expiry))
+                    .bind(to_db(version))
+                    .bind(now)
+                    .bind(now)
+                    .bind(now)
+                    .execute(&self.inner.pool)
+                    .await
+                    .map_err(error("committing a session"))?;
+                absent_commit_won(done.rows_affected(), done.last_insert_id())
+            }
+        };
+        Ok(won.then_some(version))
     }
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {
@@ -567,6 +718,28 @@ mod tests {
         let east = t.to_offset(UtcOffset::from_hms(9, 0, 0).unwrap());
         assert_eq!(utc(east), utc(t));
         assert_eq!(utc(east).assume_utc(), t);
+    }
+
+    #[test]
+    fn versions_round_trip_through_bigint() {
+        for v in [1, i64::MAX as u64, u64::MAX, scs_core::new_version()] {
+            assert_eq!(from_db(to_db(v)), v);
+        }
+        assert!(to_db(scs_core::new_version()) > 0);
+    }
+
+    #[test]
+    fn absent_commit_outcomes_are_read_from_affected_rows_and_the_marker() {
+        assert!(absent_commit_won(1, 0), "inserted");
+        assert!(absent_commit_won(2, 0), "an expired row overwritten");
+        assert!(
+            !absent_commit_won(1, 1),
+            "a live row kept (CLIENT_FOUND_ROWS)"
+        );
+        assert!(
+            !absent_commit_won(0, 1),
+            "a live row kept (no CLIENT_FOUND_ROWS)"
+        );
     }
 
     #[test]

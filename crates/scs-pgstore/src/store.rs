@@ -3,7 +3,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use scs_core::time::OffsetDateTime;
-use scs_core::{Capabilities, Entry, Error, ErrorKind, IterableStore, Result, Store, async_trait};
+use scs_core::{
+    Capabilities, Entry, Error, ErrorKind, IterableStore, Record, Result, Store, async_trait,
+};
 use scs_tokio::CleanupTask;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, SqlSafeStr, SqlStr};
@@ -27,10 +29,12 @@ const MAX_TABLE_NAME_LEN: usize = 63 - "_expiry_idx".len();
 
 /// A PostgreSQL session store on a sqlx [`PgPool`]. Its SQL is accepted by CockroachDB too.
 ///
-/// One row per session (`token`, `data`, `expiry`); expiry is checked in every query, and a
-/// background task deletes expired rows (every 5 minutes by default). Create the table once
-/// with [`migrate`](Self::migrate). Cloning is cheap and clones share the pool; dropping
-/// the last clone stops the task.
+/// One row per session (`token`, `data`, `expiry`, `version`); expiry is checked in every
+/// query, and a background task deletes expired rows (every 5 minutes by default). Every
+/// commit gives the row a new random `version`, so [`Store::commit_if`] can write only over
+/// the version a request loaded (one conditional statement, no lost updates). Create the
+/// table once with [`migrate`](Self::migrate). Cloning is cheap and clones share the pool;
+/// dropping the last clone stops the task.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -62,9 +66,14 @@ struct Inner {
 /// [`check_table_name`] and quoted; every value is a bound parameter.
 struct Queries {
     create_table: SqlStr,
+    has_version: SqlStr,
+    add_version: SqlStr,
     create_index: SqlStr,
     find: SqlStr,
+    find_record: SqlStr,
     commit: SqlStr,
+    commit_if_version: SqlStr,
+    commit_if_absent: SqlStr,
     delete: SqlStr,
     touch: SqlStr,
     all: SqlStr,
@@ -81,7 +90,18 @@ impl Queries {
                 "CREATE TABLE IF NOT EXISTS {t} (\
                  token TEXT PRIMARY KEY, \
                  data BYTEA NOT NULL, \
-                 expiry TIMESTAMPTZ NOT NULL)"
+                 expiry TIMESTAMPTZ NOT NULL, \
+                 version BIGINT NOT NULL DEFAULT 0)"
+            )),
+            // A table made by an earlier release has no `version` column. The catalog is
+            // asked first: `ADD COLUMN IF NOT EXISTS` alone would take an exclusive lock on
+            // the table at every start, queueing behind (and then blocking) live sessions.
+            has_version: sql("SELECT EXISTS (SELECT 1 FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = $1 \
+                 AND column_name = 'version')"
+                .to_owned()),
+            add_version: sql(format!(
+                "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0"
             )),
             create_index: sql(format!(
                 "CREATE INDEX IF NOT EXISTS \"{table}_expiry_idx\" ON {t} (expiry)"
@@ -89,9 +109,28 @@ impl Queries {
             find: sql(format!(
                 "SELECT data FROM {t} WHERE token = $1 AND expiry > $2"
             )),
+            find_record: sql(format!(
+                "SELECT data, expiry, version FROM {t} WHERE token = $1 AND expiry > $2"
+            )),
             commit: sql(format!(
-                "INSERT INTO {t} (token, data, expiry) VALUES ($1, $2, $3) \
-                 ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry"
+                "INSERT INTO {t} (token, data, expiry, version) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (token) DO UPDATE SET \
+                 data = EXCLUDED.data, expiry = EXCLUDED.expiry, version = EXCLUDED.version"
+            )),
+            // Compare-and-set over a live row: the row lock and the re-check of the WHERE
+            // clause on the newest row version let exactly one of several racing writers
+            // with the same expected version through.
+            commit_if_version: sql(format!(
+                "UPDATE {t} SET data = $2, expiry = $3, version = $4 \
+                 WHERE token = $1 AND version = $5 AND expiry > $6"
+            )),
+            // Create when absent, or overwrite an expired row; a live row stays as it is
+            // (the DO UPDATE's WHERE fails and no row counts as changed).
+            commit_if_absent: sql(format!(
+                "INSERT INTO {t} (token, data, expiry, version) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (token) DO UPDATE SET \
+                 data = EXCLUDED.data, expiry = EXCLUDED.expiry, version = EXCLUDED.version \
+                 WHERE {t}.expiry <= $5"
             )),
             delete: sql(format!("DELETE FROM {t} WHERE token = $1")),
             touch: sql(format!(
@@ -123,6 +162,17 @@ impl Inner {
 /// never disagree about whether an expiry the app just computed has passed.
 fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
+}
+
+/// A version as the signed `BIGINT` column holds it (bit for bit: [`scs_core::new_version`]
+/// fits 63 bits anyway, and any value read back compares equal when written again).
+fn to_db(version: u64) -> i64 {
+    version.cast_signed()
+}
+
+/// A version read from the `BIGINT` column.
+fn from_db(version: i64) -> u64 {
+    version.cast_unsigned()
 }
 
 impl PostgresStore {
@@ -180,8 +230,10 @@ impl PostgresStore {
         Ok(Self::new(PgPoolOptions::new().connect_lazy_with(options)))
     }
 
-    /// Creates the table and its expiry index when they do not exist yet. Run it once at
-    /// startup (or apply the DDL from the README with your own migrations).
+    /// Creates the table and its expiry index when they do not exist yet, and adds the
+    /// `version` column to a table made by an earlier release of this crate (rows already
+    /// there get version 0). Run it once at startup (or apply the DDL from the README with
+    /// your own migrations); running it again changes nothing.
     ///
     /// # Errors
     /// [`ErrorKind::Backend`] when the database rejects the DDL (e.g. no permission).
@@ -191,6 +243,17 @@ impl PostgresStore {
             .execute(&inner.pool)
             .await
             .map_err(error("creating the sessions table"))?;
+        let has_version: bool = sqlx::query_scalar(inner.sql.has_version.clone())
+            .bind(&inner.table)
+            .fetch_one(&inner.pool)
+            .await
+            .map_err(error("checking the sessions table for a version column"))?;
+        if !has_version {
+            sqlx::query(inner.sql.add_version.clone())
+                .execute(&inner.pool)
+                .await
+                .map_err(error("adding a version column to the sessions table"))?;
+        }
         sqlx::query(inner.sql.create_index.clone())
             .execute(&inner.pool)
             .await
@@ -287,7 +350,10 @@ impl Store for PostgresStore {
 
     fn capabilities(&self) -> Capabilities {
         // TIMESTAMPTZ keeps microseconds, so the default 1 ms resolution holds.
-        Capabilities::new().with_iterate().with_touch()
+        Capabilities::new()
+            .with_iterate()
+            .with_touch()
+            .with_versioned()
     }
 
     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -305,6 +371,7 @@ impl Store for PostgresStore {
             .bind(key)
             .bind(data)
             .bind(expiry)
+            .bind(to_db(scs_core::new_version()))
             .execute(&self.inner.pool)
             .await
             .map_err(error("committing a session"))?;
@@ -329,6 +396,49 @@ impl Store for PostgresStore {
             .await
             .map_err(error("touching a session"))?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        let row =
+            sqlx::query_as::<_, (Vec<u8>, OffsetDateTime, i64)>(self.inner.sql.find_record.clone())
+                .bind(key)
+                .bind(now())
+                .fetch_optional(&self.inner.pool)
+                .await
+                .map_err(error("finding a session"))?;
+        Ok(row.map(|(data, expiry, version)| Record::new(data, expiry, from_db(version))))
+    }
+
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        // One statement either way. A past expiry leaves a row that no read returns, as
+        // `commit` does: the entry is gone.
+        let version = scs_core::new_version();
+        let query = match expected {
+            Some(expected) => sqlx::query(self.inner.sql.commit_if_version.clone())
+                .bind(key)
+                .bind(data)
+                .bind(expiry)
+                .bind(to_db(version))
+                .bind(to_db(expected))
+                .bind(now()),
+            None => sqlx::query(self.inner.sql.commit_if_absent.clone())
+                .bind(key)
+                .bind(data)
+                .bind(expiry)
+                .bind(to_db(version))
+                .bind(now()),
+        };
+        let done = query
+            .execute(&self.inner.pool)
+            .await
+            .map_err(error("committing a session"))?;
+        Ok((done.rows_affected() > 0).then_some(version))
     }
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {
@@ -525,6 +635,14 @@ mod tests {
             task.upgrade().is_none(),
             "the task handle went with the store"
         );
+    }
+
+    #[test]
+    fn versions_round_trip_through_bigint() {
+        for v in [1, i64::MAX as u64, u64::MAX, scs_core::new_version()] {
+            assert_eq!(from_db(to_db(v)), v);
+        }
+        assert!(to_db(scs_core::new_version()) > 0);
     }
 
     #[test]

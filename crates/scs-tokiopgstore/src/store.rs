@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, Object, Pool, PoolError, Runtime};
 use scs_core::time::OffsetDateTime;
-use scs_core::{Capabilities, Entry, Error, ErrorKind, IterableStore, Result, Store, async_trait};
+use scs_core::{
+    Capabilities, Entry, Error, ErrorKind, IterableStore, Record, Result, Store, async_trait,
+};
 use scs_tokio::CleanupTask;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row, Statement};
@@ -31,10 +33,12 @@ const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A PostgreSQL session store on tokio-postgres, through a deadpool-postgres [`Pool`].
 ///
-/// One row per session (`token`, `data`, `expiry`); expiry is checked in every query, and a
-/// background task deletes expired rows (every 5 minutes by default). Create the table once
-/// with [`migrate`](Self::migrate). Cloning is cheap and clones share the pool; dropping
-/// the last clone stops the task. Statements are prepared once per connection
+/// One row per session (`token`, `data`, `expiry`, `version`); expiry is checked in every
+/// query, and a background task deletes expired rows (every 5 minutes by default). Every
+/// commit gives the row a new random `version`, so [`Store::commit_if`] can write only over
+/// the version a request loaded (one conditional statement, no lost updates). Create the
+/// table once with [`migrate`](Self::migrate). Cloning is cheap and clones share the pool;
+/// dropping the last clone stops the task. Statements are prepared once per connection
 /// (`prepare_cached`).
 ///
 /// ```no_run
@@ -69,9 +73,14 @@ struct Inner {
 /// [`check_table_name`] and quoted; every value is a bound parameter.
 struct Queries {
     create_table: String,
+    has_version: String,
+    add_version: String,
     create_index: String,
     find: String,
+    find_record: String,
     commit: String,
+    commit_if_version: String,
+    commit_if_absent: String,
     delete: String,
     touch: String,
     all: String,
@@ -87,15 +96,45 @@ impl Queries {
                 "CREATE TABLE IF NOT EXISTS {t} (\
                  token TEXT PRIMARY KEY, \
                  data BYTEA NOT NULL, \
-                 expiry TIMESTAMPTZ NOT NULL)"
+                 expiry TIMESTAMPTZ NOT NULL, \
+                 version BIGINT NOT NULL DEFAULT 0)"
+            ),
+            // A table made by an earlier release has no `version` column. The catalog is
+            // asked first: `ADD COLUMN IF NOT EXISTS` alone would take an exclusive lock on
+            // the table at every start, queueing behind (and then blocking) live sessions.
+            has_version: "SELECT EXISTS (SELECT 1 FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = $1 \
+                 AND column_name = 'version')"
+                .to_owned(),
+            add_version: format!(
+                "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0"
             ),
             create_index: format!(
                 "CREATE INDEX IF NOT EXISTS \"{table}_expiry_idx\" ON {t} (expiry)"
             ),
             find: format!("SELECT data FROM {t} WHERE token = $1 AND expiry > $2"),
+            find_record: format!(
+                "SELECT data, expiry, version FROM {t} WHERE token = $1 AND expiry > $2"
+            ),
             commit: format!(
-                "INSERT INTO {t} (token, data, expiry) VALUES ($1, $2, $3) \
-                 ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry"
+                "INSERT INTO {t} (token, data, expiry, version) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (token) DO UPDATE SET \
+                 data = EXCLUDED.data, expiry = EXCLUDED.expiry, version = EXCLUDED.version"
+            ),
+            // Compare-and-set over a live row: the row lock and the re-check of the WHERE
+            // clause on the newest row version let exactly one of several racing writers
+            // with the same expected version through.
+            commit_if_version: format!(
+                "UPDATE {t} SET data = $2, expiry = $3, version = $4 \
+                 WHERE token = $1 AND version = $5 AND expiry > $6"
+            ),
+            // Create when absent, or overwrite an expired row; a live row stays as it is
+            // (the DO UPDATE's WHERE fails and no row counts as changed).
+            commit_if_absent: format!(
+                "INSERT INTO {t} (token, data, expiry, version) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (token) DO UPDATE SET \
+                 data = EXCLUDED.data, expiry = EXCLUDED.expiry, version = EXCLUDED.version \
+                 WHERE {t}.expiry <= $5"
             ),
             delete: format!("DELETE FROM {t} WHERE token = $1"),
             touch: format!("UPDATE {t} SET expiry = $2 WHERE token = $1 AND expiry > $3"),
@@ -158,6 +197,17 @@ fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
+/// A version as the signed `BIGINT` column holds it (bit for bit: [`scs_core::new_version`]
+/// fits 63 bits anyway, and any value read back compares equal when written again).
+fn to_db(version: u64) -> i64 {
+    version.cast_signed()
+}
+
+/// A version read from the `BIGINT` column.
+fn from_db(version: i64) -> u64 {
+    version.cast_unsigned()
+}
+
 impl TokioPostgresStore {
     /// A store on `pool` with the defaults: table `sessions`, cleanup every 5 minutes when
     /// built inside a Tokio runtime. Outside a runtime there is no cleanup task (expired
@@ -218,8 +268,10 @@ impl TokioPostgresStore {
         Ok(Self::new(pool))
     }
 
-    /// Creates the table and its expiry index when they do not exist yet. Run it once at
-    /// startup (or apply the DDL from the README with your own migrations).
+    /// Creates the table and its expiry index when they do not exist yet, and adds the
+    /// `version` column to a table made by an earlier release of this crate (rows already
+    /// there get version 0). Run it once at startup (or apply the DDL from the README with
+    /// your own migrations); running it again changes nothing.
     ///
     /// # Errors
     /// [`ErrorKind::Backend`] when the database rejects the DDL (e.g. no permission).
@@ -228,6 +280,24 @@ impl TokioPostgresStore {
         inner
             .batch(&inner.sql.create_table, "creating the sessions table")
             .await?;
+        const CHECK: &str = "checking the sessions table for a version column";
+        let rows = inner
+            .query(&inner.sql.has_version, &[&inner.table], CHECK)
+            .await?;
+        let has_version = rows
+            .first()
+            .map(|row| row.try_get::<_, bool>(0))
+            .transpose()
+            .map_err(error(CHECK))?
+            .unwrap_or(false);
+        if !has_version {
+            inner
+                .batch(
+                    &inner.sql.add_version,
+                    "adding a version column to the sessions table",
+                )
+                .await?;
+        }
         inner
             .batch(
                 &inner.sql.create_index,
@@ -325,7 +395,10 @@ impl Store for TokioPostgresStore {
 
     fn capabilities(&self) -> Capabilities {
         // TIMESTAMPTZ keeps microseconds, so the default 1 ms resolution holds.
-        Capabilities::new().with_iterate().with_touch()
+        Capabilities::new()
+            .with_iterate()
+            .with_touch()
+            .with_versioned()
     }
 
     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -345,7 +418,7 @@ impl Store for TokioPostgresStore {
         self.inner
             .execute(
                 &self.inner.sql.commit,
-                &[&key, &data, &expiry],
+                &[&key, &data, &expiry, &to_db(scs_core::new_version())],
                 "committing a session",
             )
             .await?;
@@ -369,6 +442,59 @@ impl Store for TokioPostgresStore {
             )
             .await?;
         Ok(changed > 0)
+    }
+
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        const WHAT: &str = "finding a session";
+        let rows = self
+            .inner
+            .query(&self.inner.sql.find_record, &[&key, &now()], WHAT)
+            .await?;
+        rows.first()
+            .map(|row| {
+                Ok(Record::new(
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    from_db(row.try_get(2)?),
+                ))
+            })
+            .transpose()
+            .map_err(error(WHAT))
+    }
+
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        // One statement either way. A past expiry leaves a row that no read returns, as
+        // `commit` does: the entry is gone.
+        const WHAT: &str = "committing a session";
+        let version = scs_core::new_version();
+        let changed = match expected {
+            Some(expected) => {
+                let params: &Params<'_> = &[
+                    &key,
+                    &data,
+                    &expiry,
+                    &to_db(version),
+                    &to_db(expected),
+                    &now(),
+                ];
+                self.inner
+                    .execute(&self.inner.sql.commit_if_version, params, WHAT)
+                    .await?
+            }
+            None => {
+                let params: &Params<'_> = &[&key, &data, &expiry, &to_db(version), &now()];
+                self.inner
+                    .execute(&self.inner.sql.commit_if_absent, params, WHAT)
+                    .await?
+            }
+        };
+        Ok((changed > 0).then_some(version))
     }
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {
@@ -572,6 +698,14 @@ mod tests {
             task.upgrade().is_none(),
             "the task handle went with the store"
         );
+    }
+
+    #[test]
+    fn versions_round_trip_through_bigint() {
+        for v in [1, i64::MAX as u64, u64::MAX, scs_core::new_version()] {
+            assert_eq!(from_db(to_db(v)), v);
+        }
+        assert!(to_db(scs_core::new_version()) > 0);
     }
 
     #[test]
