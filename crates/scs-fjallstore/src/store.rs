@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use fjall::{KeyspaceCreateOptions, Readable, SingleWriterTxDatabase, SingleWriterTxKeyspace};
 use scs_core::time::OffsetDateTime;
-use scs_core::{Capabilities, Entry, Error, ErrorKind, IterableStore, Result, Store, async_trait};
+use scs_core::{
+    Capabilities, Entry, Error, ErrorKind, IterableStore, Record, Result, Store, async_trait,
+};
 use scs_tokio::CleanupTask;
 
 use crate::BACKEND;
@@ -18,12 +20,12 @@ const DEFAULT_KEYSPACE: &str = "sessions";
 /// A session store in a [fjall](https://docs.rs/fjall) keyspace: an LSM tree, like Badger.
 ///
 /// Each session is one entry of its own keyspace: the key is the store key, the value is
-/// the expiry (8 bytes, big-endian Unix milliseconds) followed by the data. Expiry is
-/// checked on every read; a background task removes every expired entry (every minute by
+/// the expiry (8 bytes, big-endian Unix milliseconds), the version (8 bytes, big-endian),
+/// then the data. Expiry is checked on every read; a background task removes every expired entry (every minute by
 /// default). Every fjall call runs on Tokio's blocking pool, never on the async runtime.
 ///
-/// The store takes a [`SingleWriterTxDatabase`]: its write transactions make touch and the
-/// cleanup atomic read-modify-writes.
+/// The store takes a [`SingleWriterTxDatabase`]: its write transactions make touch,
+/// `commit_if` and the cleanup atomic read-modify-writes.
 ///
 /// Cloning is cheap and clones share the database. Dropping the last clone stops the
 /// cleanup task.
@@ -110,8 +112,8 @@ impl FjallStore {
         }
     }
 
-    /// Removes every expired entry of the keyspace now (and any value too short to hold an
-    /// expiry, which could never be read) and returns how many went.
+    /// Removes every expired entry of the keyspace now (and any value too short to hold the
+    /// expiry and version, which could never be read) and returns how many went.
     ///
     /// # Errors
     /// The fjall error, mapped.
@@ -238,9 +240,12 @@ fn validate_name(name: &str) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Value layout: 8-byte big-endian expiry in Unix milliseconds, then the data.
+// Value layout: 8-byte big-endian expiry in Unix milliseconds, 8-byte big-endian version,
+// then the data.
 
 const EXPIRY_LEN: usize = 8;
+const VERSION_LEN: usize = 8;
+const HEADER_LEN: usize = EXPIRY_LEN + VERSION_LEN;
 
 fn unix_ms(t: OffsetDateTime) -> u64 {
     let ms = t.unix_timestamp_nanos().div_euclid(1_000_000);
@@ -251,27 +256,67 @@ fn now_ms() -> u64 {
     unix_ms(OffsetDateTime::now_utc())
 }
 
-fn encode(expiry_ms: u64, data: &[u8]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(EXPIRY_LEN + data.len());
+fn encode(expiry_ms: u64, version: u64, data: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(HEADER_LEN + data.len());
     value.extend_from_slice(&expiry_ms.to_be_bytes());
+    value.extend_from_slice(&version.to_be_bytes());
     value.extend_from_slice(data);
     value
 }
 
-/// Splits a stored value into expiry and data; `None` when it is too short.
-fn decode(value: &[u8]) -> Option<(u64, &[u8])> {
-    let (expiry, data) = value.split_first_chunk::<EXPIRY_LEN>()?;
-    Some((u64::from_be_bytes(*expiry), data))
+/// A stored value, split into its header fields and the data.
+#[derive(Debug, PartialEq, Eq)]
+struct Stored<'a> {
+    expiry: u64,
+    version: u64,
+    data: &'a [u8],
 }
 
-fn decode_or_error(value: &[u8]) -> Result<(u64, &[u8])> {
+impl Stored<'_> {
+    /// The version when the entry is live at `now`, `None` when it has expired.
+    fn live_version(&self, now: u64) -> Option<u64> {
+        (self.expiry > now).then_some(self.version)
+    }
+
+    fn to_record(&self) -> Result<Record> {
+        let nanos = i128::from(self.expiry) * 1_000_000;
+        let expiry = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|e| {
+            Error::new(ErrorKind::Codec, "a stored session expiry is out of range")
+                .with_backend(BACKEND)
+                .with_source(e)
+        })?;
+        Ok(Record::new(self.data.to_vec(), expiry, self.version))
+    }
+}
+
+/// Splits a stored value into expiry, version and data; `None` when it is too short.
+fn decode(value: &[u8]) -> Option<Stored<'_>> {
+    let (expiry, rest) = value.split_first_chunk::<EXPIRY_LEN>()?;
+    let (version, data) = rest.split_first_chunk::<VERSION_LEN>()?;
+    Some(Stored {
+        expiry: u64::from_be_bytes(*expiry),
+        version: u64::from_be_bytes(*version),
+        data,
+    })
+}
+
+fn decode_or_error(value: &[u8]) -> Result<Stored<'_>> {
     decode(value).ok_or_else(|| {
         Error::new(
             ErrorKind::Codec,
-            "a stored session is shorter than its 8-byte expiry prefix",
+            "a stored session is shorter than its 16-byte expiry and version header",
         )
         .with_backend(BACKEND)
     })
+}
+
+/// For the cleanup, which reads only the expiry: true when the value has expired at `now`,
+/// or is too short for the header (it could never be read).
+fn is_dead(value: &[u8], now: u64) -> bool {
+    match value.split_first_chunk::<EXPIRY_LEN>() {
+        Some((expiry, _)) if value.len() >= HEADER_LEN => u64::from_be_bytes(*expiry) <= now,
+        _ => true,
+    }
 }
 
 fn fjall_error(e: fjall::Error, what: &'static str) -> Error {
@@ -309,8 +354,26 @@ impl Inner {
         else {
             return Ok(None);
         };
-        let (expiry, data) = decode_or_error(&value)?;
-        Ok((expiry > now_ms()).then(|| data.to_vec()))
+        let stored = decode_or_error(&value)?;
+        Ok((stored.expiry > now_ms()).then(|| stored.data.to_vec()))
+    }
+
+    /// One `get`, like [`find`](Self::find).
+    fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        let what = "finding a session";
+        let Some(value) = self
+            .keyspace()?
+            .get(key)
+            .map_err(|e| fjall_error(e, what))?
+        else {
+            return Ok(None);
+        };
+        let stored = decode_or_error(&value)?;
+        if stored.expiry > now_ms() {
+            stored.to_record().map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     fn commit(&self, key: &str, value: Vec<u8>, expiry: u64) -> Result<()> {
@@ -326,43 +389,74 @@ impl Inner {
         }
     }
 
+    /// Runs `f` on the value under `key` in one write transaction; when `f` returns a new
+    /// value and its expiry, writes it (or removes the key when that expiry has passed
+    /// already, so that nothing is left live behind) and commits; `None` rolls back. The
+    /// single writer lock keeps every other write out between the read and the write.
+    fn read_modify_write(
+        &self,
+        key: &str,
+        what: &'static str,
+        f: impl FnOnce(Option<&[u8]>) -> Result<Option<(Vec<u8>, u64)>>,
+    ) -> Result<bool> {
+        let keyspace = self.keyspace()?;
+        let mut tx = self.db.write_tx();
+        let write = match tx.get(keyspace, key) {
+            Ok(old) => f(old.as_deref()),
+            Err(e) => Err(fjall_error(e, what)),
+        };
+        match write {
+            Ok(Some((_, expiry))) if expiry <= now_ms() => tx.remove(keyspace, key),
+            Ok(Some((value, _))) => tx.insert(keyspace, key, value),
+            Ok(None) => {
+                tx.rollback();
+                return Ok(false);
+            }
+            Err(e) => {
+                tx.rollback();
+                return Err(e);
+            }
+        }
+        tx.commit().map_err(|e| fjall_error(e, what))?;
+        Ok(true)
+    }
+
+    /// Read, compare the version and write in one write transaction.
+    fn commit_if(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expiry: u64,
+        expected: Option<u64>,
+    ) -> Result<bool> {
+        self.read_modify_write(key, "committing a session", |old| {
+            let current = match old {
+                Some(old) => decode_or_error(old)?.live_version(now_ms()),
+                None => None,
+            };
+            Ok((current == expected).then_some((value, expiry)))
+        })
+    }
+
     fn delete(&self, key: &str) -> Result<()> {
         self.keyspace()?
             .remove(key)
             .map_err(|e| fjall_error(e, "deleting a session"))
     }
 
-    /// Read and rewrite in one write transaction: the single writer lock keeps every other
-    /// write out, so the new expiry lands on the data that was read.
+    /// Read and rewrite in one write transaction, so the new expiry lands on the data (and
+    /// version) that was read.
     fn touch(&self, key: &str, expiry: u64) -> Result<bool> {
-        let what = "touching a session";
-        let keyspace = self.keyspace()?;
-        let mut tx = self.db.write_tx();
-        let new = {
-            let Some(old) = tx.get(keyspace, key).map_err(|e| fjall_error(e, what))? else {
-                tx.rollback();
-                return Ok(false);
+        self.read_modify_write(key, "touching a session", |old| {
+            let Some(old) = old else {
+                return Ok(None);
             };
-            let (old_expiry, data) = match decode_or_error(&old) {
-                Ok(decoded) => decoded,
-                Err(e) => {
-                    tx.rollback();
-                    return Err(e);
-                }
-            };
-            let now = now_ms();
-            if old_expiry <= now {
-                tx.rollback();
-                return Ok(false);
+            let old = decode_or_error(old)?;
+            if old.expiry <= now_ms() {
+                return Ok(None);
             }
-            (expiry > now).then(|| encode(expiry, data))
-        };
-        match new {
-            Some(value) => tx.insert(keyspace, key, value),
-            None => tx.remove(keyspace, key),
-        }
-        tx.commit().map_err(|e| fjall_error(e, what))?;
-        Ok(true)
+            Ok(Some((encode(expiry, old.version, old.data), expiry)))
+        })
     }
 
     fn all(&self) -> Result<Vec<Entry>> {
@@ -372,8 +466,8 @@ impl Inner {
         let mut out = Vec::new();
         for item in self.db.read_tx().iter(keyspace) {
             let (key, value) = item.into_inner().map_err(|e| fjall_error(e, what))?;
-            let (expiry, data) = decode_or_error(&value)?;
-            if expiry <= now {
+            let stored = decode_or_error(&value)?;
+            if stored.expiry <= now {
                 continue;
             }
             let key = String::from_utf8(key.to_vec()).map_err(|e| {
@@ -381,7 +475,7 @@ impl Inner {
                     .with_backend(BACKEND)
                     .with_source(e)
             })?;
-            out.push((key, data.to_vec()));
+            out.push((key, stored.data.to_vec()));
         }
         Ok(out)
     }
@@ -391,13 +485,12 @@ impl Inner {
     /// recommitted meanwhile stays.
     fn remove_expired(&self) -> Result<u64> {
         let what = "removing expired sessions";
-        let dead = |value: &[u8], now: u64| decode(value).is_none_or(|(expiry, _)| expiry <= now);
         let keyspace = self.keyspace()?;
         let now = now_ms();
         let mut candidates = Vec::new();
         for item in self.db.read_tx().iter(keyspace) {
             let (key, value) = item.into_inner().map_err(|e| fjall_error(e, what))?;
-            if dead(&value, now) {
+            if is_dead(&value, now) {
                 candidates.push(key);
             }
         }
@@ -409,7 +502,7 @@ impl Inner {
         let mut removed = 0;
         for key in candidates {
             let still_dead = match tx.get(keyspace, &key) {
-                Ok(value) => value.is_some_and(|value| dead(&value, now)),
+                Ok(value) => value.is_some_and(|value| is_dead(&value, now)),
                 Err(e) => {
                     tx.rollback();
                     return Err(fjall_error(e, what));
@@ -433,8 +526,12 @@ impl Store for FjallStore {
 
     fn capabilities(&self) -> Capabilities {
         // Touch rewrites the value (an LSM tree has no partial update) but in one
-        // single-writer transaction, so it never races a concurrent commit.
-        Capabilities::new().with_iterate().with_touch()
+        // single-writer transaction, so it never races a concurrent commit; so does
+        // commit_if, which compares the version in that transaction.
+        Capabilities::new()
+            .with_iterate()
+            .with_touch()
+            .with_versioned()
     }
 
     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -444,7 +541,7 @@ impl Store for FjallStore {
 
     async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
         let (key, expiry) = (key.to_owned(), unix_ms(expiry));
-        let value = encode(expiry, data);
+        let value = encode(expiry, scs_core::new_version(), data);
         self.blocking(move |inner| inner.commit(&key, value, expiry))
             .await
     }
@@ -457,6 +554,26 @@ impl Store for FjallStore {
     async fn touch(&self, key: &str, expiry: OffsetDateTime) -> Result<bool> {
         let (key, expiry) = (key.to_owned(), unix_ms(expiry));
         self.blocking(move |inner| inner.touch(&key, expiry)).await
+    }
+
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        let key = key.to_owned();
+        self.blocking(move |inner| inner.find_record(&key)).await
+    }
+
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        let (key, expiry, version) = (key.to_owned(), unix_ms(expiry), scs_core::new_version());
+        let value = encode(expiry, version, data);
+        let written = self
+            .blocking(move |inner| inner.commit_if(&key, value, expiry, expected))
+            .await?;
+        Ok(written.then_some(version))
     }
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {
@@ -566,17 +683,44 @@ mod tests {
 
     #[test]
     fn value_layout_round_trips_and_rejects_short_values() {
-        let v = encode(0x0102_0304_0506_0708, b"data");
+        let v = encode(0x0102_0304_0506_0708, 0x1112_1314_1516_1718, b"data");
         assert_eq!(&v[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
-        assert_eq!(decode(&v), Some((0x0102_0304_0506_0708, &b"data"[..])));
-        assert_eq!(decode(&encode(5, b"")), Some((5, &b""[..])));
-        for short in [&b""[..], b"1234567"] {
+        assert_eq!(&v[8..16], &[0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]);
+        let stored = decode(&v).unwrap();
+        assert_eq!(
+            stored,
+            Stored {
+                expiry: 0x0102_0304_0506_0708,
+                version: 0x1112_1314_1516_1718,
+                data: b"data",
+            }
+        );
+        assert_eq!(
+            stored.live_version(0x0102_0304_0506_0707),
+            Some(stored.version)
+        );
+        assert_eq!(stored.live_version(0x0102_0304_0506_0708), None);
+        let empty = encode(5, 7, b"");
+        assert_eq!(
+            decode(&empty).map(|s| (s.expiry, s.version, s.data.len())),
+            Some((5, 7, 0))
+        );
+        for short in [&b""[..], b"1234567", b"12345678", &[0xff; 15]] {
             assert!(decode(short).is_none());
             assert_eq!(decode_or_error(short).unwrap_err().kind(), ErrorKind::Codec);
+            assert!(is_dead(short, 0), "{short:?} can never be read");
         }
+        assert!(is_dead(&empty, 5) && !is_dead(&empty, 4));
         let before_epoch = OffsetDateTime::UNIX_EPOCH - Duration::from_secs(5);
         assert_eq!(unix_ms(before_epoch), 0);
         let t = OffsetDateTime::UNIX_EPOCH + Duration::from_micros(1_234_567);
         assert_eq!(unix_ms(t), 1234);
+        let record = decode(&encode(1234, 9, b"x")).unwrap().to_record().unwrap();
+        assert_eq!(
+            record,
+            Record::new(b"x".to_vec(), t - Duration::from_micros(567), 9)
+        );
+        let far = decode(&encode(u64::MAX, 9, b"x")).unwrap().to_record();
+        assert_eq!(far.unwrap_err().kind(), ErrorKind::Codec);
     }
 }

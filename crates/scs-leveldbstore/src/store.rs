@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use rusty_leveldb::{DB, LdbIterator, Options, Status, StatusCode, WriteBatch};
 use scs_core::time::OffsetDateTime;
-use scs_core::{Capabilities, Entry, Error, ErrorKind, IterableStore, Result, Store, async_trait};
+use scs_core::{
+    Capabilities, Entry, Error, ErrorKind, IterableStore, Record, Result, Store, async_trait,
+};
 use scs_tokio::CleanupTask;
 
 use crate::BACKEND;
@@ -19,13 +21,16 @@ const DEFAULT_PREFIX: &str = "sessions";
 /// [rusty-leveldb](https://docs.rs/rusty-leveldb) (pure Rust, no C library).
 ///
 /// Each session is one entry under the store's key prefix (`sessions:<key>` by default):
-/// the value is the expiry (8 bytes, big-endian Unix milliseconds) followed by the data.
+/// the value is the expiry (8 bytes, big-endian Unix milliseconds), the version (8 bytes,
+/// big-endian), then the data.
 /// Expiry is checked on every read; a background task removes every expired entry (every
 /// minute by default), in one atomic batch. Every LevelDB call runs on Tokio's blocking
 /// pool, never on the async runtime.
 ///
 /// `rusty_leveldb::DB` needs `&mut` for every call, so the database is shared as
-/// `Arc<Mutex<DB>>`: the store locks it for each call, and so can the application.
+/// `Arc<Mutex<DB>>`: the store locks it for each call, and so can the application. Touch
+/// and `commit_if` read and write under one hold of that lock, which makes them atomic
+/// against every other call of the store.
 ///
 /// Cloning is cheap and clones share the database. Dropping the last clone stops the
 /// cleanup task.
@@ -109,7 +114,7 @@ impl LevelDbStore {
     }
 
     /// Removes every expired entry under the prefix now (and any value too short to hold
-    /// an expiry, which could never be read) and returns how many went.
+    /// the expiry and version, which could never be read) and returns how many went.
     ///
     /// # Errors
     /// The LevelDB error, mapped.
@@ -236,9 +241,12 @@ fn validate_name(name: &str) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Value layout: 8-byte big-endian expiry in Unix milliseconds, then the data.
+// Value layout: 8-byte big-endian expiry in Unix milliseconds, 8-byte big-endian version,
+// then the data.
 
 const EXPIRY_LEN: usize = 8;
+const VERSION_LEN: usize = 8;
+const HEADER_LEN: usize = EXPIRY_LEN + VERSION_LEN;
 
 fn unix_ms(t: OffsetDateTime) -> u64 {
     let ms = t.unix_timestamp_nanos().div_euclid(1_000_000);
@@ -249,27 +257,67 @@ fn now_ms() -> u64 {
     unix_ms(OffsetDateTime::now_utc())
 }
 
-fn encode(expiry_ms: u64, data: &[u8]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(EXPIRY_LEN + data.len());
+fn encode(expiry_ms: u64, version: u64, data: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(HEADER_LEN + data.len());
     value.extend_from_slice(&expiry_ms.to_be_bytes());
+    value.extend_from_slice(&version.to_be_bytes());
     value.extend_from_slice(data);
     value
 }
 
-/// Splits a stored value into expiry and data; `None` when it is too short.
-fn decode(value: &[u8]) -> Option<(u64, &[u8])> {
-    let (expiry, data) = value.split_first_chunk::<EXPIRY_LEN>()?;
-    Some((u64::from_be_bytes(*expiry), data))
+/// A stored value, split into its header fields and the data.
+#[derive(Debug, PartialEq, Eq)]
+struct Stored<'a> {
+    expiry: u64,
+    version: u64,
+    data: &'a [u8],
 }
 
-fn decode_or_error(value: &[u8]) -> Result<(u64, &[u8])> {
+impl Stored<'_> {
+    /// The version when the entry is live at `now`, `None` when it has expired.
+    fn live_version(&self, now: u64) -> Option<u64> {
+        (self.expiry > now).then_some(self.version)
+    }
+
+    fn to_record(&self) -> Result<Record> {
+        let nanos = i128::from(self.expiry) * 1_000_000;
+        let expiry = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|e| {
+            Error::new(ErrorKind::Codec, "a stored session expiry is out of range")
+                .with_backend(BACKEND)
+                .with_source(e)
+        })?;
+        Ok(Record::new(self.data.to_vec(), expiry, self.version))
+    }
+}
+
+/// Splits a stored value into expiry, version and data; `None` when it is too short.
+fn decode(value: &[u8]) -> Option<Stored<'_>> {
+    let (expiry, rest) = value.split_first_chunk::<EXPIRY_LEN>()?;
+    let (version, data) = rest.split_first_chunk::<VERSION_LEN>()?;
+    Some(Stored {
+        expiry: u64::from_be_bytes(*expiry),
+        version: u64::from_be_bytes(*version),
+        data,
+    })
+}
+
+fn decode_or_error(value: &[u8]) -> Result<Stored<'_>> {
     decode(value).ok_or_else(|| {
         Error::new(
             ErrorKind::Codec,
-            "a stored session is shorter than its 8-byte expiry prefix",
+            "a stored session is shorter than its 16-byte expiry and version header",
         )
         .with_backend(BACKEND)
     })
+}
+
+/// For the cleanup, which reads only the expiry: true when the value has expired at `now`,
+/// or is too short for the header (it could never be read).
+fn is_dead(value: &[u8], now: u64) -> bool {
+    match value.split_first_chunk::<EXPIRY_LEN>() {
+        Some((expiry, _)) if value.len() >= HEADER_LEN => u64::from_be_bytes(*expiry) <= now,
+        _ => true,
+    }
 }
 
 fn leveldb_error(e: Status, what: &'static str) -> Error {
@@ -311,38 +359,109 @@ impl Inner {
             .map_err(|e| leveldb_error(e, what))
     }
 
+    /// The value under the full key `key`. `get` would turn read errors into "not found";
+    /// `get_at` keeps them.
+    fn get(
+        db: &mut DB,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<impl AsRef<[u8]> + use<>>> {
+        let snapshot = db.get_snapshot();
+        db.get_at(&snapshot, key)
+            .map_err(|e| leveldb_error(e, what))
+    }
+
+    /// A batch that writes `value` under the full key `key`, or removes the key when
+    /// `expiry` has passed already, so that nothing is left live behind.
+    fn put(key: &[u8], value: &[u8], expiry: u64) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        if expiry <= now_ms() {
+            batch.delete(key);
+        } else {
+            batch.put(key, value);
+        }
+        batch
+    }
+
     fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let what = "finding a session";
-        let key = self.key(key);
-        let value = {
-            let mut db = self.lock()?;
-            // `get` would turn read errors into "not found"; `get_at` keeps them.
-            let snapshot = db.get_snapshot();
-            db.get_at(&snapshot, &key)
-                .map_err(|e| leveldb_error(e, what))?
-        };
+        let value = Self::get(&mut *self.lock()?, &self.key(key), what)?;
         let Some(value) = value else {
             return Ok(None);
         };
-        let (expiry, data) = decode_or_error(&value)?;
-        Ok((expiry > now_ms()).then(|| data.to_vec()))
+        let stored = decode_or_error(value.as_ref())?;
+        Ok((stored.expiry > now_ms()).then(|| stored.data.to_vec()))
+    }
+
+    /// One `get`, like [`find`](Self::find).
+    fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        let what = "finding a session";
+        let value = Self::get(&mut *self.lock()?, &self.key(key), what)?;
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let stored = decode_or_error(value.as_ref())?;
+        if stored.expiry > now_ms() {
+            stored.to_record().map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     fn commit(&self, key: &str, value: &[u8], expiry: u64) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        if expiry <= now_ms() {
-            // Already expired: leave nothing behind.
-            batch.delete(&self.key(key));
-        } else {
-            batch.put(&self.key(key), value);
+        self.write(
+            Self::put(&self.key(key), value, expiry),
+            "committing a session",
+        )
+    }
+
+    /// Read, compare the version and write under one hold of the database's lock: no
+    /// other call of the store can come in between.
+    fn commit_if(
+        &self,
+        key: &str,
+        value: &[u8],
+        expiry: u64,
+        expected: Option<u64>,
+    ) -> Result<bool> {
+        let what = "committing a session";
+        let key = self.key(key);
+        let mut db = self.lock()?;
+        let current = match Self::get(&mut db, &key, what)? {
+            Some(old) => decode_or_error(old.as_ref())?.live_version(now_ms()),
+            None => None,
+        };
+        if current != expected {
+            return Ok(false);
         }
-        self.write(batch, "committing a session")
+        db.write(Self::put(&key, value, expiry), true)
+            .map_err(|e| leveldb_error(e, what))?;
+        Ok(true)
     }
 
     fn delete(&self, key: &str) -> Result<()> {
         let mut batch = WriteBatch::default();
         batch.delete(&self.key(key));
         self.write(batch, "deleting a session")
+    }
+
+    /// Read and rewrite under one hold of the database's lock, so the new expiry lands on
+    /// the data (and version) that was read.
+    fn touch(&self, key: &str, expiry: u64) -> Result<bool> {
+        let what = "touching a session";
+        let key = self.key(key);
+        let mut db = self.lock()?;
+        let Some(old) = Self::get(&mut db, &key, what)? else {
+            return Ok(false);
+        };
+        let old = decode_or_error(old.as_ref())?;
+        if old.expiry <= now_ms() {
+            return Ok(false);
+        }
+        let value = encode(expiry, old.version, old.data);
+        db.write(Self::put(&key, &value, expiry), true)
+            .map_err(|e| leveldb_error(e, what))?;
+        Ok(true)
     }
 
     /// Calls `f` for every entry under the prefix, in key order, with the key's suffix.
@@ -372,14 +491,14 @@ impl Inner {
         let mut out = Vec::new();
         let mut db = self.lock()?;
         self.scan(&mut db, what, |key, value| {
-            let (expiry, data) = decode_or_error(value)?;
-            if expiry > now {
+            let stored = decode_or_error(value)?;
+            if stored.expiry > now {
                 let key = String::from_utf8(key.to_vec()).map_err(|e| {
                     Error::new(ErrorKind::Codec, "a stored session key is not UTF-8")
                         .with_backend(BACKEND)
                         .with_source(e)
                 })?;
-                out.push((key, data.to_vec()));
+                out.push((key, stored.data.to_vec()));
             }
             Ok(())
         })?;
@@ -395,7 +514,7 @@ impl Inner {
         let mut removed = 0;
         let mut db = self.lock()?;
         self.scan(&mut db, what, |key, value| {
-            if decode(value).is_none_or(|(expiry, _)| expiry <= now) {
+            if is_dead(value, now) {
                 let mut full = self.prefix.clone();
                 full.extend_from_slice(key);
                 batch.delete(&full);
@@ -417,10 +536,13 @@ impl Store for LevelDbStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        // No touch: LevelDB has neither partial updates nor transactions, so extending an
-        // expiry means reading and rewriting the whole value; the manager's commit does
-        // the same work.
-        Capabilities::new().with_iterate()
+        // Touch rewrites the value (LevelDB has no partial update) but under the
+        // database's lock, so it never races a concurrent commit; so does commit_if,
+        // which compares the version under that lock.
+        Capabilities::new()
+            .with_iterate()
+            .with_touch()
+            .with_versioned()
     }
 
     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -430,7 +552,7 @@ impl Store for LevelDbStore {
 
     async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
         let (key, expiry) = (key.to_owned(), unix_ms(expiry));
-        let value = encode(expiry, data);
+        let value = encode(expiry, scs_core::new_version(), data);
         self.blocking(move |inner| inner.commit(&key, &value, expiry))
             .await
     }
@@ -438,6 +560,31 @@ impl Store for LevelDbStore {
     async fn delete(&self, key: &str) -> Result<()> {
         let key = key.to_owned();
         self.blocking(move |inner| inner.delete(&key)).await
+    }
+
+    async fn touch(&self, key: &str, expiry: OffsetDateTime) -> Result<bool> {
+        let (key, expiry) = (key.to_owned(), unix_ms(expiry));
+        self.blocking(move |inner| inner.touch(&key, expiry)).await
+    }
+
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        let key = key.to_owned();
+        self.blocking(move |inner| inner.find_record(&key)).await
+    }
+
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        let (key, expiry, version) = (key.to_owned(), unix_ms(expiry), scs_core::new_version());
+        let value = encode(expiry, version, data);
+        let written = self
+            .blocking(move |inner| inner.commit_if(&key, &value, expiry, expected))
+            .await?;
+        Ok(written.then_some(version))
     }
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {
@@ -524,17 +671,6 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn touch_is_unsupported() {
-        let store = LevelDbStore::new(temp_db());
-        let err = store
-            .touch("k", OffsetDateTime::now_utc())
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Unsupported);
-        assert!(!store.capabilities().touch);
-    }
-
     #[test]
     fn debug_shows_the_namespace_and_no_handle() {
         let store = LevelDbStore::builder(temp_db())
@@ -550,17 +686,44 @@ mod tests {
 
     #[test]
     fn value_layout_round_trips_and_rejects_short_values() {
-        let v = encode(0x0102_0304_0506_0708, b"data");
+        let v = encode(0x0102_0304_0506_0708, 0x1112_1314_1516_1718, b"data");
         assert_eq!(&v[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
-        assert_eq!(decode(&v), Some((0x0102_0304_0506_0708, &b"data"[..])));
-        assert_eq!(decode(&encode(5, b"")), Some((5, &b""[..])));
-        for short in [&b""[..], b"1234567"] {
+        assert_eq!(&v[8..16], &[0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]);
+        let stored = decode(&v).unwrap();
+        assert_eq!(
+            stored,
+            Stored {
+                expiry: 0x0102_0304_0506_0708,
+                version: 0x1112_1314_1516_1718,
+                data: b"data",
+            }
+        );
+        assert_eq!(
+            stored.live_version(0x0102_0304_0506_0707),
+            Some(stored.version)
+        );
+        assert_eq!(stored.live_version(0x0102_0304_0506_0708), None);
+        let empty = encode(5, 7, b"");
+        assert_eq!(
+            decode(&empty).map(|s| (s.expiry, s.version, s.data.len())),
+            Some((5, 7, 0))
+        );
+        for short in [&b""[..], b"1234567", b"12345678", &[0xff; 15]] {
             assert!(decode(short).is_none());
             assert_eq!(decode_or_error(short).unwrap_err().kind(), ErrorKind::Codec);
+            assert!(is_dead(short, 0), "{short:?} can never be read");
         }
+        assert!(is_dead(&empty, 5) && !is_dead(&empty, 4));
         let before_epoch = OffsetDateTime::UNIX_EPOCH - Duration::from_secs(5);
         assert_eq!(unix_ms(before_epoch), 0);
         let t = OffsetDateTime::UNIX_EPOCH + Duration::from_micros(1_234_567);
         assert_eq!(unix_ms(t), 1234);
+        let record = decode(&encode(1234, 9, b"x")).unwrap().to_record().unwrap();
+        assert_eq!(
+            record,
+            Record::new(b"x".to_vec(), t - Duration::from_micros(567), 9)
+        );
+        let far = decode(&encode(u64::MAX, 9, b"x")).unwrap().to_record();
+        assert_eq!(far.unwrap_err().kind(), ErrorKind::Codec);
     }
 }

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use scs_core::time::OffsetDateTime;
-use scs_core::{Capabilities, Entry, Error, ErrorKind, IterableStore, Result, Store, async_trait};
+use scs_core::{
+    Capabilities, Entry, Error, ErrorKind, IterableStore, Record, Result, Store, async_trait,
+};
 use scs_tokio::CleanupTask;
 
 use crate::BACKEND;
@@ -19,8 +21,8 @@ const DEFAULT_TABLE: &str = "sessions";
 /// with ACID transactions.
 ///
 /// Each session is one row of its own table (`&str` keys, `&[u8]` values): the value is the
-/// expiry (8 bytes, big-endian Unix milliseconds) followed by the data. Expiry is checked
-/// on every read; a background task removes every expired row (every minute by default).
+/// expiry (8 bytes, big-endian Unix milliseconds), the version (8 bytes, big-endian), then
+/// the data. Expiry is checked on every read; a background task removes every expired row (every minute by default).
 /// Every redb call runs on Tokio's blocking pool, never on the async runtime.
 ///
 /// Cloning is cheap and clones share the database. Dropping the last clone stops the
@@ -105,8 +107,8 @@ impl RedbStore {
         }
     }
 
-    /// Removes every expired row of the table now (and any value too short to hold an
-    /// expiry, which could never be read) and returns how many went.
+    /// Removes every expired row of the table now (and any value too short to hold the
+    /// expiry and version, which could never be read) and returns how many went.
     ///
     /// # Errors
     /// The redb error, mapped.
@@ -231,9 +233,12 @@ fn validate_name(name: &str) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Value layout: 8-byte big-endian expiry in Unix milliseconds, then the data.
+// Value layout: 8-byte big-endian expiry in Unix milliseconds, 8-byte big-endian version,
+// then the data.
 
 const EXPIRY_LEN: usize = 8;
+const VERSION_LEN: usize = 8;
+const HEADER_LEN: usize = EXPIRY_LEN + VERSION_LEN;
 
 fn unix_ms(t: OffsetDateTime) -> u64 {
     let ms = t.unix_timestamp_nanos().div_euclid(1_000_000);
@@ -244,27 +249,67 @@ fn now_ms() -> u64 {
     unix_ms(OffsetDateTime::now_utc())
 }
 
-fn encode(expiry_ms: u64, data: &[u8]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(EXPIRY_LEN + data.len());
+fn encode(expiry_ms: u64, version: u64, data: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(HEADER_LEN + data.len());
     value.extend_from_slice(&expiry_ms.to_be_bytes());
+    value.extend_from_slice(&version.to_be_bytes());
     value.extend_from_slice(data);
     value
 }
 
-/// Splits a stored value into expiry and data; `None` when it is too short.
-fn decode(value: &[u8]) -> Option<(u64, &[u8])> {
-    let (expiry, data) = value.split_first_chunk::<EXPIRY_LEN>()?;
-    Some((u64::from_be_bytes(*expiry), data))
+/// A stored value, split into its header fields and the data.
+#[derive(Debug, PartialEq, Eq)]
+struct Stored<'a> {
+    expiry: u64,
+    version: u64,
+    data: &'a [u8],
 }
 
-fn decode_or_error(value: &[u8]) -> Result<(u64, &[u8])> {
+impl Stored<'_> {
+    /// The version when the entry is live at `now`, `None` when it has expired.
+    fn live_version(&self, now: u64) -> Option<u64> {
+        (self.expiry > now).then_some(self.version)
+    }
+
+    fn to_record(&self) -> Result<Record> {
+        let nanos = i128::from(self.expiry) * 1_000_000;
+        let expiry = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|e| {
+            Error::new(ErrorKind::Codec, "a stored session expiry is out of range")
+                .with_backend(BACKEND)
+                .with_source(e)
+        })?;
+        Ok(Record::new(self.data.to_vec(), expiry, self.version))
+    }
+}
+
+/// Splits a stored value into expiry, version and data; `None` when it is too short.
+fn decode(value: &[u8]) -> Option<Stored<'_>> {
+    let (expiry, rest) = value.split_first_chunk::<EXPIRY_LEN>()?;
+    let (version, data) = rest.split_first_chunk::<VERSION_LEN>()?;
+    Some(Stored {
+        expiry: u64::from_be_bytes(*expiry),
+        version: u64::from_be_bytes(*version),
+        data,
+    })
+}
+
+fn decode_or_error(value: &[u8]) -> Result<Stored<'_>> {
     decode(value).ok_or_else(|| {
         Error::new(
             ErrorKind::Codec,
-            "a stored session is shorter than its 8-byte expiry prefix",
+            "a stored session is shorter than its 16-byte expiry and version header",
         )
         .with_backend(BACKEND)
     })
+}
+
+/// For the cleanup, which reads only the expiry: true when the value has expired at `now`,
+/// or is too short for the header (it could never be read).
+fn is_dead(value: &[u8], now: u64) -> bool {
+    match value.split_first_chunk::<EXPIRY_LEN>() {
+        Some((expiry, _)) if value.len() >= HEADER_LEN => u64::from_be_bytes(*expiry) <= now,
+        _ => true,
+    }
 }
 
 fn redb_error(e: impl Into<redb::Error>, what: &'static str) -> Error {
@@ -305,12 +350,13 @@ impl Inner {
         }
     }
 
-    /// Runs `f` over the table in a write transaction and commits it when `f` succeeds.
+    /// Runs `f` over the table in a write transaction and commits it when `f` returns
+    /// `Some`; `None` (nothing to write) and errors roll the transaction back.
     fn write<T>(
         &self,
         what: &'static str,
-        f: impl FnOnce(&mut redb::Table<'_, &'static str, &'static [u8]>) -> Result<T>,
-    ) -> Result<T> {
+        f: impl FnOnce(&mut redb::Table<'_, &'static str, &'static [u8]>) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
         let txn = self.db.begin_write().map_err(|e| redb_error(e, what))?;
         let out = {
             let mut table = txn
@@ -319,9 +365,13 @@ impl Inner {
             f(&mut table)
         };
         match out {
-            Ok(out) => {
+            Ok(Some(out)) => {
                 txn.commit().map_err(|e| redb_error(e, what))?;
-                Ok(out)
+                Ok(Some(out))
+            }
+            Ok(None) => {
+                txn.abort().map_err(|e| redb_error(e, what))?;
+                Ok(None)
             }
             Err(e) => {
                 // Nothing to keep; an abort failure would only hide the first error.
@@ -331,14 +381,48 @@ impl Inner {
         }
     }
 
+    /// Writes `value` under `key`, or removes the key when `expiry` has passed already, so
+    /// that nothing is left live behind.
+    fn put(
+        table: &mut redb::Table<'_, &'static str, &'static [u8]>,
+        key: &str,
+        value: &[u8],
+        expiry: u64,
+        what: &'static str,
+    ) -> Result<()> {
+        if expiry <= now_ms() {
+            table.remove(key).map(drop)
+        } else {
+            table.insert(key, value).map(drop)
+        }
+        .map_err(|e| redb_error(e, what))
+    }
+
     fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let what = "finding a session";
         let found = self.read(what, |table| {
             let Some(value) = table.get(key).map_err(|e| redb_error(e, what))? else {
                 return Ok(None);
             };
-            let (expiry, data) = decode_or_error(value.value())?;
-            Ok((expiry > now_ms()).then(|| data.to_vec()))
+            let stored = decode_or_error(value.value())?;
+            Ok((stored.expiry > now_ms()).then(|| stored.data.to_vec()))
+        })?;
+        Ok(found.flatten())
+    }
+
+    /// One `get` in a read transaction, like [`find`](Self::find).
+    fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        let what = "finding a session";
+        let found = self.read(what, |table| {
+            let Some(value) = table.get(key).map_err(|e| redb_error(e, what))? else {
+                return Ok(None);
+            };
+            let stored = decode_or_error(value.value())?;
+            if stored.expiry > now_ms() {
+                stored.to_record().map(Some)
+            } else {
+                Ok(None)
+            }
         })?;
         Ok(found.flatten())
     }
@@ -346,47 +430,61 @@ impl Inner {
     fn commit(&self, key: &str, value: &[u8], expiry: u64) -> Result<()> {
         let what = "committing a session";
         self.write(what, |table| {
-            if expiry <= now_ms() {
-                // Already expired: leave nothing behind.
-                table.remove(key).map_err(|e| redb_error(e, what))?;
-            } else {
-                table.insert(key, value).map_err(|e| redb_error(e, what))?;
+            Self::put(table, key, value, expiry, what).map(Some)
+        })?;
+        Ok(())
+    }
+
+    /// Read, compare and write in one write transaction: writers are serialized, so no
+    /// other write can land between the version check and the write.
+    fn commit_if(
+        &self,
+        key: &str,
+        value: &[u8],
+        expiry: u64,
+        expected: Option<u64>,
+    ) -> Result<bool> {
+        let what = "committing a session";
+        let written = self.write(what, |table| {
+            let current = match table.get(key).map_err(|e| redb_error(e, what))? {
+                Some(old) => decode_or_error(old.value())?.live_version(now_ms()),
+                None => None,
+            };
+            if current != expected {
+                return Ok(None);
             }
-            Ok(())
-        })
+            Self::put(table, key, value, expiry, what).map(Some)
+        })?;
+        Ok(written.is_some())
     }
 
     fn delete(&self, key: &str) -> Result<()> {
         let what = "deleting a session";
         self.write(what, |table| {
             table.remove(key).map_err(|e| redb_error(e, what))?;
-            Ok(())
-        })
+            Ok(Some(()))
+        })?;
+        Ok(())
     }
 
     /// Read and rewrite in one write transaction: writers are serialized, so nothing can
-    /// slip in between and the new expiry lands on the data that was read.
+    /// slip in between and the new expiry lands on the data (and version) that was read.
     fn touch(&self, key: &str, expiry: u64) -> Result<bool> {
         let what = "touching a session";
-        self.write(what, |table| {
+        let touched = self.write(what, |table| {
             let new = {
                 let Some(old) = table.get(key).map_err(|e| redb_error(e, what))? else {
-                    return Ok(false);
+                    return Ok(None);
                 };
-                let (old_expiry, data) = decode_or_error(old.value())?;
-                let now = now_ms();
-                if old_expiry <= now {
-                    return Ok(false);
+                let old = decode_or_error(old.value())?;
+                if old.expiry <= now_ms() {
+                    return Ok(None);
                 }
-                (expiry > now).then(|| encode(expiry, data))
+                encode(expiry, old.version, old.data)
             };
-            match new {
-                Some(value) => table.insert(key, value.as_slice()).map(drop),
-                None => table.remove(key).map(drop),
-            }
-            .map_err(|e| redb_error(e, what))?;
-            Ok(true)
-        })
+            Self::put(table, key, &new, expiry, what).map(Some)
+        })?;
+        Ok(touched.is_some())
     }
 
     fn all(&self) -> Result<Vec<Entry>> {
@@ -396,9 +494,9 @@ impl Inner {
             let mut out = Vec::new();
             for row in table.iter().map_err(|e| redb_error(e, what))? {
                 let (key, value) = row.map_err(|e| redb_error(e, what))?;
-                let (expiry, data) = decode_or_error(value.value())?;
-                if expiry > now {
-                    out.push((key.value().to_owned(), data.to_vec()));
+                let stored = decode_or_error(value.value())?;
+                if stored.expiry > now {
+                    out.push((key.value().to_owned(), stored.data.to_vec()));
                 }
             }
             Ok(out)
@@ -411,13 +509,12 @@ impl Inner {
     /// recommitted meanwhile stays.
     fn remove_expired(&self) -> Result<u64> {
         let what = "removing expired sessions";
-        let dead = |value: &[u8], now: u64| decode(value).is_none_or(|(expiry, _)| expiry <= now);
         let now = now_ms();
         let candidates = self.read(what, |table| {
             let mut keys = Vec::new();
             for row in table.iter().map_err(|e| redb_error(e, what))? {
                 let (key, value) = row.map_err(|e| redb_error(e, what))?;
-                if dead(value.value(), now) {
+                if is_dead(value.value(), now) {
                     keys.push(key.value().to_owned());
                 }
             }
@@ -432,7 +529,7 @@ impl Inner {
             let mut removed = 0;
             for key in &candidates {
                 let still_dead = match table.get(key.as_str()).map_err(|e| redb_error(e, what))? {
-                    Some(value) => dead(value.value(), now),
+                    Some(value) => is_dead(value.value(), now),
                     None => false,
                 };
                 if still_dead {
@@ -442,8 +539,9 @@ impl Inner {
                     removed += 1;
                 }
             }
-            Ok(removed)
+            Ok(Some(removed))
         })
+        .map(Option::unwrap_or_default)
     }
 }
 
@@ -455,8 +553,12 @@ impl Store for RedbStore {
 
     fn capabilities(&self) -> Capabilities {
         // Touch rewrites the value (a copy-on-write B-tree rewrites the page anyway) but in
-        // one serialized write transaction, so it never races a concurrent commit.
-        Capabilities::new().with_iterate().with_touch()
+        // one serialized write transaction, so it never races a concurrent commit; so does
+        // commit_if, which compares the version in that transaction.
+        Capabilities::new()
+            .with_iterate()
+            .with_touch()
+            .with_versioned()
     }
 
     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -466,7 +568,7 @@ impl Store for RedbStore {
 
     async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
         let (key, expiry) = (key.to_owned(), unix_ms(expiry));
-        let value = encode(expiry, data);
+        let value = encode(expiry, scs_core::new_version(), data);
         self.blocking(move |inner| inner.commit(&key, &value, expiry))
             .await
     }
@@ -479,6 +581,26 @@ impl Store for RedbStore {
     async fn touch(&self, key: &str, expiry: OffsetDateTime) -> Result<bool> {
         let (key, expiry) = (key.to_owned(), unix_ms(expiry));
         self.blocking(move |inner| inner.touch(&key, expiry)).await
+    }
+
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        let key = key.to_owned();
+        self.blocking(move |inner| inner.find_record(&key)).await
+    }
+
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        let (key, expiry, version) = (key.to_owned(), unix_ms(expiry), scs_core::new_version());
+        let value = encode(expiry, version, data);
+        let written = self
+            .blocking(move |inner| inner.commit_if(&key, &value, expiry, expected))
+            .await?;
+        Ok(written.then_some(version))
     }
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {
@@ -579,17 +701,44 @@ mod tests {
 
     #[test]
     fn value_layout_round_trips_and_rejects_short_values() {
-        let v = encode(0x0102_0304_0506_0708, b"data");
+        let v = encode(0x0102_0304_0506_0708, 0x1112_1314_1516_1718, b"data");
         assert_eq!(&v[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
-        assert_eq!(decode(&v), Some((0x0102_0304_0506_0708, &b"data"[..])));
-        assert_eq!(decode(&encode(5, b"")), Some((5, &b""[..])));
-        for short in [&b""[..], b"1234567"] {
+        assert_eq!(&v[8..16], &[0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]);
+        let stored = decode(&v).unwrap();
+        assert_eq!(
+            stored,
+            Stored {
+                expiry: 0x0102_0304_0506_0708,
+                version: 0x1112_1314_1516_1718,
+                data: b"data",
+            }
+        );
+        assert_eq!(
+            stored.live_version(0x0102_0304_0506_0707),
+            Some(stored.version)
+        );
+        assert_eq!(stored.live_version(0x0102_0304_0506_0708), None);
+        let empty = encode(5, 7, b"");
+        assert_eq!(
+            decode(&empty).map(|s| (s.expiry, s.version, s.data.len())),
+            Some((5, 7, 0))
+        );
+        for short in [&b""[..], b"1234567", b"12345678", &[0xff; 15]] {
             assert!(decode(short).is_none());
             assert_eq!(decode_or_error(short).unwrap_err().kind(), ErrorKind::Codec);
+            assert!(is_dead(short, 0), "{short:?} can never be read");
         }
+        assert!(is_dead(&empty, 5) && !is_dead(&empty, 4));
         let before_epoch = OffsetDateTime::UNIX_EPOCH - Duration::from_secs(5);
         assert_eq!(unix_ms(before_epoch), 0);
         let t = OffsetDateTime::UNIX_EPOCH + Duration::from_micros(1_234_567);
         assert_eq!(unix_ms(t), 1234);
+        let record = decode(&encode(1234, 9, b"x")).unwrap().to_record().unwrap();
+        assert_eq!(
+            record,
+            Record::new(b"x".to_vec(), t - Duration::from_micros(567), 9)
+        );
+        let far = decode(&encode(u64::MAX, 9, b"x")).unwrap().to_record();
+        assert_eq!(far.unwrap_err().kind(), ErrorKind::Codec);
     }
 }

@@ -3,7 +3,9 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use scs_core::time::OffsetDateTime;
-use scs_core::{Capabilities, Entry, Error, ErrorKind, IterableStore, Result, Store, async_trait};
+use scs_core::{
+    Capabilities, Entry, Error, ErrorKind, IterableStore, Record, Result, Store, async_trait,
+};
 use scs_tokio::CleanupTask;
 
 use crate::BACKEND;
@@ -17,7 +19,8 @@ const DEFAULT_TREE: &str = "sessions";
 /// A session store in a [sled](https://docs.rs/sled/0.34) tree.
 ///
 /// Each session is one entry of its own tree: the key is the store key, the value is the
-/// expiry (8 bytes, big-endian Unix milliseconds) followed by the data. Expiry is checked
+/// expiry (8 bytes, big-endian Unix milliseconds), the version (8 bytes, big-endian), then
+/// the data. Expiry is checked
 /// on every read; a background task removes every expired entry (every minute by default).
 /// Every sled call runs on Tokio's blocking pool, never on the async runtime.
 ///
@@ -103,8 +106,8 @@ impl SledStore {
         }
     }
 
-    /// Removes every expired entry of the tree now (and any value too short to hold an
-    /// expiry, which could never be read) and returns how many went.
+    /// Removes every expired entry of the tree now (and any value too short to hold the
+    /// expiry and version, which could never be read) and returns how many went.
     ///
     /// # Errors
     /// The sled error, mapped.
@@ -230,9 +233,12 @@ fn validate_name(name: &str) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Value layout: 8-byte big-endian expiry in Unix milliseconds, then the data.
+// Value layout: 8-byte big-endian expiry in Unix milliseconds, 8-byte big-endian version,
+// then the data.
 
 const EXPIRY_LEN: usize = 8;
+const VERSION_LEN: usize = 8;
+const HEADER_LEN: usize = EXPIRY_LEN + VERSION_LEN;
 
 fn unix_ms(t: OffsetDateTime) -> u64 {
     let ms = t.unix_timestamp_nanos().div_euclid(1_000_000);
@@ -243,27 +249,67 @@ fn now_ms() -> u64 {
     unix_ms(OffsetDateTime::now_utc())
 }
 
-fn encode(expiry_ms: u64, data: &[u8]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(EXPIRY_LEN + data.len());
+fn encode(expiry_ms: u64, version: u64, data: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(HEADER_LEN + data.len());
     value.extend_from_slice(&expiry_ms.to_be_bytes());
+    value.extend_from_slice(&version.to_be_bytes());
     value.extend_from_slice(data);
     value
 }
 
-/// Splits a stored value into expiry and data; `None` when it is too short.
-fn decode(value: &[u8]) -> Option<(u64, &[u8])> {
-    let (expiry, data) = value.split_first_chunk::<EXPIRY_LEN>()?;
-    Some((u64::from_be_bytes(*expiry), data))
+/// A stored value, split into its header fields and the data.
+#[derive(Debug, PartialEq, Eq)]
+struct Stored<'a> {
+    expiry: u64,
+    version: u64,
+    data: &'a [u8],
 }
 
-fn decode_or_error(value: &[u8]) -> Result<(u64, &[u8])> {
+impl Stored<'_> {
+    /// The version when the entry is live at `now`, `None` when it has expired.
+    fn live_version(&self, now: u64) -> Option<u64> {
+        (self.expiry > now).then_some(self.version)
+    }
+
+    fn to_record(&self) -> Result<Record> {
+        let nanos = i128::from(self.expiry) * 1_000_000;
+        let expiry = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|e| {
+            Error::new(ErrorKind::Codec, "a stored session expiry is out of range")
+                .with_backend(BACKEND)
+                .with_source(e)
+        })?;
+        Ok(Record::new(self.data.to_vec(), expiry, self.version))
+    }
+}
+
+/// Splits a stored value into expiry, version and data; `None` when it is too short.
+fn decode(value: &[u8]) -> Option<Stored<'_>> {
+    let (expiry, rest) = value.split_first_chunk::<EXPIRY_LEN>()?;
+    let (version, data) = rest.split_first_chunk::<VERSION_LEN>()?;
+    Some(Stored {
+        expiry: u64::from_be_bytes(*expiry),
+        version: u64::from_be_bytes(*version),
+        data,
+    })
+}
+
+fn decode_or_error(value: &[u8]) -> Result<Stored<'_>> {
     decode(value).ok_or_else(|| {
         Error::new(
             ErrorKind::Codec,
-            "a stored session is shorter than its 8-byte expiry prefix",
+            "a stored session is shorter than its 16-byte expiry and version header",
         )
         .with_backend(BACKEND)
     })
+}
+
+/// For the cleanup, which reads only the expiry: true when the value has expired at `now`,
+/// or is too short for the header (it could never be read).
+fn is_dead(value: &[u8], now: u64) -> bool {
+    match value.split_first_chunk::<EXPIRY_LEN>() {
+        Some((expiry, _)) if value.len() >= HEADER_LEN => u64::from_be_bytes(*expiry) <= now,
+        _ => true,
+    }
 }
 
 fn sled_error(e: sled::Error, what: &'static str) -> Error {
@@ -294,8 +340,22 @@ impl Inner {
         let Some(value) = self.tree()?.get(key).map_err(|e| sled_error(e, what))? else {
             return Ok(None);
         };
-        let (expiry, data) = decode_or_error(&value)?;
-        Ok((expiry > now_ms()).then(|| data.to_vec()))
+        let stored = decode_or_error(&value)?;
+        Ok((stored.expiry > now_ms()).then(|| stored.data.to_vec()))
+    }
+
+    /// One `get`, like [`find`](Self::find).
+    fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        let what = "finding a session";
+        let Some(value) = self.tree()?.get(key).map_err(|e| sled_error(e, what))? else {
+            return Ok(None);
+        };
+        let stored = decode_or_error(&value)?;
+        if stored.expiry > now_ms() {
+            stored.to_record().map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     fn commit(&self, key: &str, value: Vec<u8>, expiry: u64) -> Result<()> {
@@ -310,6 +370,42 @@ impl Inner {
         Ok(())
     }
 
+    /// Read, compare the version, then compare-and-swap against the exact bytes read: the
+    /// write lands only if nothing changed in between. When the bytes did change, the
+    /// swap hands back the current value and the version is compared again: a touch
+    /// (same version) lets the commit through, any other write makes it a conflict.
+    fn commit_if(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expiry: u64,
+        expected: Option<u64>,
+    ) -> Result<bool> {
+        let what = "committing a session";
+        let tree = self.tree()?;
+        let value = sled::IVec::from(value);
+        let mut old = tree.get(key).map_err(|e| sled_error(e, what))?;
+        loop {
+            let now = now_ms();
+            let current = match &old {
+                Some(old) => decode_or_error(old)?.live_version(now),
+                None => None,
+            };
+            if current != expected {
+                return Ok(false);
+            }
+            // An expiry already past leaves nothing behind.
+            let new = (expiry > now).then(|| value.clone());
+            match tree
+                .compare_and_swap(key, old.as_ref(), new)
+                .map_err(|e| sled_error(e, what))?
+            {
+                Ok(()) => return Ok(true),
+                Err(changed) => old = changed.current,
+            }
+        }
+    }
+
     fn delete(&self, key: &str) -> Result<()> {
         self.tree()?
             .remove(key)
@@ -318,27 +414,30 @@ impl Inner {
     }
 
     /// Read, check, compare-and-swap: the new expiry lands only on the value that was
-    /// read, so a concurrent commit is never overwritten with older data.
+    /// read (its data and version kept), so a concurrent commit is never overwritten with
+    /// older data.
     fn touch(&self, key: &str, expiry: u64) -> Result<bool> {
         let what = "touching a session";
         let tree = self.tree()?;
+        let mut old = tree.get(key).map_err(|e| sled_error(e, what))?;
         loop {
-            let Some(old) = tree.get(key).map_err(|e| sled_error(e, what))? else {
+            let Some(value) = &old else {
                 return Ok(false);
             };
-            let (old_expiry, data) = decode_or_error(&old)?;
+            let stored = decode_or_error(value)?;
             let now = now_ms();
-            if old_expiry <= now {
+            if stored.expiry <= now {
                 return Ok(false);
             }
-            let new = (expiry > now).then(|| encode(expiry, data));
-            let swapped = tree
-                .compare_and_swap(key, Some(&old), new)
-                .map_err(|e| sled_error(e, what))?;
-            if swapped.is_ok() {
-                return Ok(true);
+            let new = (expiry > now).then(|| encode(expiry, stored.version, stored.data));
+            match tree
+                .compare_and_swap(key, old.as_ref(), new)
+                .map_err(|e| sled_error(e, what))?
+            {
+                Ok(()) => return Ok(true),
+                // Changed under us: look again at what is there now.
+                Err(changed) => old = changed.current,
             }
-            // Changed under us: look again.
         }
     }
 
@@ -348,8 +447,8 @@ impl Inner {
         let mut out = Vec::new();
         for item in self.tree()?.iter() {
             let (key, value) = item.map_err(|e| sled_error(e, what))?;
-            let (expiry, data) = decode_or_error(&value)?;
-            if expiry <= now {
+            let stored = decode_or_error(&value)?;
+            if stored.expiry <= now {
                 continue;
             }
             let key = String::from_utf8(key.to_vec()).map_err(|e| {
@@ -357,7 +456,7 @@ impl Inner {
                     .with_backend(BACKEND)
                     .with_source(e)
             })?;
-            out.push((key, data.to_vec()));
+            out.push((key, stored.data.to_vec()));
         }
         Ok(out)
     }
@@ -371,8 +470,7 @@ impl Inner {
         let mut removed = 0;
         for item in tree.iter() {
             let (key, value) = item.map_err(|e| sled_error(e, what))?;
-            let dead = decode(&value).is_none_or(|(expiry, _)| expiry <= now);
-            if dead
+            if is_dead(&value, now)
                 && tree
                     .compare_and_swap(&key, Some(&value), None::<&[u8]>)
                     .map_err(|e| sled_error(e, what))?
@@ -393,8 +491,12 @@ impl Store for SledStore {
 
     fn capabilities(&self) -> Capabilities {
         // Touch rewrites the value (sled has no partial update) but atomically, by
-        // compare-and-swap, so it never races a concurrent commit.
-        Capabilities::new().with_iterate().with_touch()
+        // compare-and-swap, so it never races a concurrent commit; so does commit_if,
+        // after comparing the version of the value it swaps.
+        Capabilities::new()
+            .with_iterate()
+            .with_touch()
+            .with_versioned()
     }
 
     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -404,7 +506,7 @@ impl Store for SledStore {
 
     async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
         let (key, expiry) = (key.to_owned(), unix_ms(expiry));
-        let value = encode(expiry, data);
+        let value = encode(expiry, scs_core::new_version(), data);
         self.blocking(move |inner| inner.commit(&key, value, expiry))
             .await
     }
@@ -417,6 +519,26 @@ impl Store for SledStore {
     async fn touch(&self, key: &str, expiry: OffsetDateTime) -> Result<bool> {
         let (key, expiry) = (key.to_owned(), unix_ms(expiry));
         self.blocking(move |inner| inner.touch(&key, expiry)).await
+    }
+
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        let key = key.to_owned();
+        self.blocking(move |inner| inner.find_record(&key)).await
+    }
+
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        let (key, expiry, version) = (key.to_owned(), unix_ms(expiry), scs_core::new_version());
+        let value = encode(expiry, version, data);
+        let written = self
+            .blocking(move |inner| inner.commit_if(&key, value, expiry, expected))
+            .await?;
+        Ok(written.then_some(version))
     }
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {
@@ -515,17 +637,44 @@ mod tests {
 
     #[test]
     fn value_layout_round_trips_and_rejects_short_values() {
-        let v = encode(0x0102_0304_0506_0708, b"data");
+        let v = encode(0x0102_0304_0506_0708, 0x1112_1314_1516_1718, b"data");
         assert_eq!(&v[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
-        assert_eq!(decode(&v), Some((0x0102_0304_0506_0708, &b"data"[..])));
-        assert_eq!(decode(&encode(5, b"")), Some((5, &b""[..])));
-        for short in [&b""[..], b"1234567"] {
+        assert_eq!(&v[8..16], &[0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]);
+        let stored = decode(&v).unwrap();
+        assert_eq!(
+            stored,
+            Stored {
+                expiry: 0x0102_0304_0506_0708,
+                version: 0x1112_1314_1516_1718,
+                data: b"data",
+            }
+        );
+        assert_eq!(
+            stored.live_version(0x0102_0304_0506_0707),
+            Some(stored.version)
+        );
+        assert_eq!(stored.live_version(0x0102_0304_0506_0708), None);
+        let empty = encode(5, 7, b"");
+        assert_eq!(
+            decode(&empty).map(|s| (s.expiry, s.version, s.data.len())),
+            Some((5, 7, 0))
+        );
+        for short in [&b""[..], b"1234567", b"12345678", &[0xff; 15]] {
             assert!(decode(short).is_none());
             assert_eq!(decode_or_error(short).unwrap_err().kind(), ErrorKind::Codec);
+            assert!(is_dead(short, 0), "{short:?} can never be read");
         }
+        assert!(is_dead(&empty, 5) && !is_dead(&empty, 4));
         let before_epoch = OffsetDateTime::UNIX_EPOCH - Duration::from_secs(5);
         assert_eq!(unix_ms(before_epoch), 0);
         let t = OffsetDateTime::UNIX_EPOCH + Duration::from_micros(1_234_567);
         assert_eq!(unix_ms(t), 1234);
+        let record = decode(&encode(1234, 9, b"x")).unwrap().to_record().unwrap();
+        assert_eq!(
+            record,
+            Record::new(b"x".to_vec(), t - Duration::from_micros(567), 9)
+        );
+        let far = decode(&encode(u64::MAX, 9, b"x")).unwrap().to_record();
+        assert_eq!(far.unwrap_err().kind(), ErrorKind::Codec);
     }
 }

@@ -1,6 +1,6 @@
 //! What the conformance suite cannot see of an embedded store: durability across a reopen,
 //! the async runtime never blocked by the engine, one cleanup pass removing every expired
-//! entry, corrupt values, and stores sharing one database.
+//! entry, the value layout and corrupt values, and stores sharing one database.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,6 +14,10 @@ const HOUR: Duration = Duration::from_secs(3600);
 
 fn in_(d: Duration) -> OffsetDateTime {
     OffsetDateTime::now_utc() + d
+}
+
+fn is_codec<T>(r: scs_core::Result<T>) -> bool {
+    r.is_err_and(|e| e.kind() == ErrorKind::Codec)
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -149,30 +153,58 @@ async fn one_cleanup_pass_removes_every_expired_entry() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn a_value_too_short_for_its_expiry_is_a_codec_error() {
+async fn a_value_too_short_for_its_header_is_a_codec_error() {
     let db = sled::Config::new().temporary(true).open().unwrap();
     let store = SledStore::builder(db.clone())
         .cleanup_interval(None)
         .build()
         .unwrap();
     store.commit("good", b"fine", in_(HOUR)).await.unwrap();
-    db.open_tree("sessions")
-        .unwrap()
-        .insert("bad", &b"1234567"[..])
-        .unwrap();
+    // Too short for the expiry; long enough for a (far future) expiry, not the version.
+    let tree = db.open_tree("sessions").unwrap();
+    tree.insert("bad", &b"1234567"[..]).unwrap();
+    tree.insert("bad15", &[0x7f; 15][..]).unwrap();
 
-    let err = store.find("bad").await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Codec);
-    assert_eq!(
-        store.touch("bad", in_(HOUR)).await.unwrap_err().kind(),
-        ErrorKind::Codec
-    );
+    for bad in ["bad", "bad15"] {
+        assert!(is_codec(store.find(bad).await), "{bad}");
+        assert!(is_codec(store.find_record(bad).await), "{bad}");
+        assert!(is_codec(store.touch(bad, in_(HOUR)).await), "{bad}");
+        assert!(
+            is_codec(store.commit_if(bad, b"x", in_(HOUR), None).await),
+            "{bad}"
+        );
+    }
     assert_eq!(store.all().await.unwrap_err().kind(), ErrorKind::Codec);
 
-    // It can never be read, so the cleanup removes it, and only it.
-    assert_eq!(store.remove_expired().await.unwrap(), 1);
+    // They can never be read, so the cleanup removes them, and only them.
+    assert_eq!(store.remove_expired().await.unwrap(), 2);
     assert_eq!(store.find("bad").await.unwrap(), None);
     assert_eq!(store.all().await.unwrap().len(), 1);
+}
+
+/// The stored value is the expiry, the version, then the data, as the README says.
+#[tokio::test(flavor = "current_thread")]
+async fn the_stored_value_is_expiry_version_data() {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let store = SledStore::builder(db.clone())
+        .cleanup_interval(None)
+        .build()
+        .unwrap();
+    let expiry = in_(HOUR);
+    store.commit("k", b"data", expiry).await.unwrap();
+    let record = store.find_record("k").await.unwrap().unwrap();
+    let tree = db.open_tree("sessions").unwrap();
+    let value = tree.get("k").unwrap().unwrap();
+    let ms = (expiry.unix_timestamp_nanos() / 1_000_000) as u64;
+    assert_eq!(value[..8], ms.to_be_bytes());
+    assert_eq!(value[8..16], record.version.to_be_bytes());
+    assert_eq!(&value[16..], b"data");
+
+    // A touch rewrites the expiry only.
+    assert!(store.touch("k", in_(HOUR * 2)).await.unwrap());
+    let touched = tree.get("k").unwrap().unwrap();
+    assert_ne!(touched[..8], value[..8]);
+    assert_eq!(touched[8..], value[8..]);
 }
 
 #[tokio::test(flavor = "current_thread")]
