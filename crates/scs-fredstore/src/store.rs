@@ -1,5 +1,5 @@
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use fred::bytes::Bytes;
@@ -7,11 +7,13 @@ use fred::clients::{Client, Pool};
 use fred::error::{Error as FredError, ErrorKind as FredErrorKind};
 use fred::interfaces::{ClientLike, KeysInterface};
 use fred::types::config::{Config, Options, ReconnectPolicy};
-use fred::types::{Builder, Expiration, Key, Value};
+use fred::types::{Builder, ClusterHash, CustomCommand, Expiration, Key, Value};
 use futures_util::TryStreamExt as _;
 use futures_util::future::try_join_all;
 use scs_core::time::OffsetDateTime;
-use scs_core::{Capabilities, Entry, Error, ErrorKind, IterableStore, Result, Store, async_trait};
+use scs_core::{
+    Capabilities, Entry, Error, ErrorKind, IterableStore, Record, Result, Store, async_trait,
+};
 
 use crate::BACKEND;
 
@@ -33,10 +35,13 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 /// A session store on Redis or Valkey — standalone, cluster or behind sentinels — through a
 /// [`fred`] [`Pool`] or [`Client`].
 ///
-/// Each session is one string key, `<prefix><store key>`, holding the session bytes as they
-/// are, with a native expiry set in the same command (`SET key data PXAT <unix ms>`). The
-/// server removes expired keys itself, so there is no cleanup task. Every command touches
-/// one key, so it works on a cluster; iteration scans every primary node.
+/// Each session is one string key, `<prefix><store key>`, holding an 8-byte big-endian
+/// version followed by the session bytes, with a native expiry set in the same command
+/// (`SET key value PXAT <unix ms>`). The server removes expired keys itself, so there is no
+/// cleanup task. Versioned reads and compare-and-set commits are small Lua scripts, sent as
+/// `EVALSHA` (and as `EVAL` when the server's script cache does not have them). Every
+/// command and script touches one key, so it works on a cluster; iteration scans every
+/// primary node.
 ///
 /// Cloning is cheap and clones share the connections.
 ///
@@ -441,8 +446,135 @@ fn write_options() -> Options {
     Options {
         max_attempts: Some(1),
         fail_fast: true,
+        // fred drops a command it could not send in time from its queues: a write queued
+        // while a broken connection is being noticed is never sent after a reconnect,
+        // long after its caller gave up.
+        timeout: Some(WRITE_TIMEOUT),
         ..Options::default()
     }
+}
+
+/// How long fred may hold a write before sending it; below the manager's store timeout,
+/// so that a write the caller was told had failed cannot land later.
+const WRITE_TIMEOUT: Duration = Duration::from_millis(500);
+
+// ---------------------------------------------------------------------------------------
+// Versions and scripts
+
+/// Bytes of the version in front of the session bytes in every stored value.
+const VERSION_LEN: usize = 8;
+
+/// The stored value: the version, big-endian, then the session bytes.
+fn encode_value(version: u64, data: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(VERSION_LEN + data.len());
+    value.extend_from_slice(&version.to_be_bytes());
+    value.extend_from_slice(data);
+    value
+}
+
+/// Splits a stored value into its version and the session bytes.
+fn decode_value(what: &'static str, mut value: Vec<u8>) -> Result<(u64, Vec<u8>)> {
+    let Some(version) = value.first_chunk::<VERSION_LEN>().copied() else {
+        return Err(Error::new(
+            ErrorKind::Codec,
+            format!(
+                "{what}: a stored value of {} bytes is shorter than its {VERSION_LEN}-byte version",
+                value.len()
+            ),
+        )
+        .with_backend(BACKEND));
+    };
+    value.drain(..VERSION_LEN);
+    Ok((u64::from_be_bytes(version), value))
+}
+
+/// Reads a key's value and expiry in one atomic step: nil for a missing (or expired) key,
+/// else `{value, PEXPIRETIME}`.
+const FIND_RECORD_LUA: &str = "\
+local value = redis.call('GET', KEYS[1])
+if not value then return false end
+return {value, redis.call('PEXPIRETIME', KEYS[1])}
+";
+
+/// Compare-and-set. `ARGV[1]`: the expected version (8 bytes), or empty for "no live key"
+/// (`GETRANGE` of a missing or expired key is empty too); `ARGV[2]`: the `PXAT` expiry, or
+/// empty to delete; `ARGV[3]`: the new value. Answers 1 when it wrote, 0 on a mismatch.
+const COMMIT_IF_LUA: &str = "\
+if redis.call('GETRANGE', KEYS[1], 0, 7) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[3], 'PXAT', ARGV[2])
+end
+return 1
+";
+
+static FIND_RECORD: LazyLock<Lua> = LazyLock::new(|| Lua::new(FIND_RECORD_LUA));
+static COMMIT_IF: LazyLock<Lua> = LazyLock::new(|| Lua::new(COMMIT_IF_LUA));
+
+/// A Lua script on one key, with its SHA-1 computed here (no `SCRIPT LOAD` round trip).
+struct Lua {
+    code: &'static str,
+    sha: String,
+}
+
+impl Lua {
+    fn new(code: &'static str) -> Self {
+        Self {
+            code,
+            sha: fred::util::sha1_hash(code),
+        }
+    }
+
+    /// `EVALSHA`, one round trip, routed by the key's hash slot. When the server's script
+    /// cache does not have the script (`NOSCRIPT`: first use, a restart, `SCRIPT FLUSH`, a
+    /// cluster node that never ran it), `EVAL` sends the source, which also caches it for
+    /// the next `EVALSHA`. Sent through `client`, so write options apply to both.
+    async fn call<C: ClientLike>(
+        &self,
+        client: &C,
+        key: &str,
+        args: &[Value],
+    ) -> std::result::Result<Value, FredError> {
+        let run = |name: &'static str, script: &str| {
+            let mut all = Vec::with_capacity(3 + args.len());
+            all.push(Value::from(script));
+            all.push(Value::Integer(1));
+            all.push(Value::from(key));
+            // Cheap clones: byte arguments are reference-counted.
+            all.extend(args.iter().cloned());
+            let cmd = CustomCommand::new_static(name, ClusterHash::from(key), false);
+            client.custom::<Value, Value>(cmd, all)
+        };
+        match run("EVALSHA", &self.sha).await {
+            Err(e) if e.details().starts_with("NOSCRIPT") => run("EVAL", self.code).await,
+            reply => reply,
+        }
+    }
+}
+
+/// The expiry `PEXPIRETIME` answered: the unix millisecond the key was stored with
+/// ([`expiry_millis`]: the one before the session's expiry), plus one.
+fn expiry_from_millis(what: &'static str, ms: i64) -> Result<OffsetDateTime> {
+    let expiry = (ms >= 0)
+        .then(|| OffsetDateTime::from_unix_timestamp_nanos((i128::from(ms) + 1) * 1_000_000).ok())
+        .flatten();
+    expiry.ok_or_else(|| {
+        Error::new(
+            ErrorKind::Backend,
+            format!("{what}: the session key has no expiry (PEXPIRETIME {ms})"),
+        )
+        .with_backend(BACKEND)
+    })
+}
+
+/// An unexpected reply shape.
+fn reply_error(what: &'static str, got: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::Backend,
+        format!("{what}: the server answered an unexpected {got}"),
+    )
+    .with_backend(BACKEND)
 }
 
 /// A `GET` reply: the bytes, or `None` for nil.
@@ -476,6 +608,7 @@ impl Store for FredStore {
             .with_iterate()
             .with_touch()
             .with_native_ttl()
+            .with_versioned()
     }
 
     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -490,7 +623,10 @@ impl Store for FredStore {
             .get::<Value, _>(self.inner.key(key))
             .await
             .map_err(|e| fred_error(WHAT, e))?;
-        reply_bytes(WHAT, value)
+        match reply_bytes(WHAT, value)? {
+            Some(value) => Ok(Some(decode_value(WHAT, value)?.1)),
+            None => Ok(None),
+        }
     }
 
     async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
@@ -502,10 +638,10 @@ impl Store for FredStore {
             // Already expired: remove what is there, never write a key without a TTL.
             client.del::<(), _>(key).await
         } else {
-            // One command replaces data and expiry together.
-            let data = Bytes::copy_from_slice(data);
+            // One command replaces data, version and expiry together.
+            let value = Bytes::from(encode_value(scs_core::new_version(), data));
             client
-                .set::<(), _, _>(key, data, Some(Expiration::PXAT(at)), None, false)
+                .set::<(), _, _>(key, value, Some(Expiration::PXAT(at)), None, false)
                 .await
         }
         .map_err(|e| fred_error(WHAT, e))
@@ -524,8 +660,9 @@ impl Store for FredStore {
         let at = expiry_millis(expiry);
         let client = self.inner.client().with_options(&write_options());
         let key = self.inner.key(key);
-        // PEXPIREAT answers 0 for a missing (or already expired) key and creates nothing; a
-        // past expiry deletes the key, like DEL, which answers how many keys went.
+        // PEXPIREAT answers 0 for a missing (or already expired) key and creates nothing, and
+        // leaves the value, version included, as it is; a past expiry deletes the key, like
+        // DEL, which answers how many keys went.
         let n = if at <= now_millis() {
             client.del::<i64, _>(key).await
         } else {
@@ -533,6 +670,67 @@ impl Store for FredStore {
         }
         .map_err(|e| fred_error("touching a session", e))?;
         Ok(n > 0)
+    }
+
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        const WHAT: &str = "finding a session";
+        let reply = FIND_RECORD
+            .call(self.inner.client(), &self.inner.key(key), &[])
+            .await
+            .map_err(|e| fred_error(WHAT, e))?;
+        let (value, ms) = match reply {
+            Value::Null => return Ok(None),
+            Value::Array(pair) => match <[Value; 2]>::try_from(pair) {
+                Ok([value, Value::Integer(ms)]) => (value, ms),
+                _ => return Err(reply_error(WHAT, "array, not [value, integer]")),
+            },
+            other => return Err(reply_error(WHAT, other.kind())),
+        };
+        let Some(value) = reply_bytes(WHAT, value)? else {
+            return Ok(None);
+        };
+        let (version, data) = decode_value(WHAT, value)?;
+        Ok(Some(Record::new(
+            data,
+            expiry_from_millis(WHAT, ms)?,
+            version,
+        )))
+    }
+
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        const WHAT: &str = "committing a session";
+        let version = scs_core::new_version();
+        let expected = match expected {
+            Some(v) => Value::Bytes(Bytes::copy_from_slice(&v.to_be_bytes())),
+            None => Value::from(""),
+        };
+        let at = expiry_millis(expiry);
+        // An expiry already past deletes the key (when the version matches): never a key
+        // without a TTL.
+        let (at, value) = if at <= now_millis() {
+            (Value::from(""), Value::from(""))
+        } else {
+            (
+                Value::Integer(at),
+                Value::Bytes(Bytes::from(encode_value(version, data))),
+            )
+        };
+        let client = self.inner.client().with_options(&write_options());
+        let reply = COMMIT_IF
+            .call(&client, &self.inner.key(key), &[expected, at, value])
+            .await
+            .map_err(|e| fred_error(WHAT, e))?;
+        match reply {
+            Value::Integer(1) => Ok(Some(version)),
+            Value::Integer(0) => Ok(None),
+            other => Err(reply_error(WHAT, other.kind())),
+        }
     }
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {
@@ -567,6 +765,7 @@ impl IterableStore for FredStore {
                 let Some(value) = reply_bytes(WHAT, value)? else {
                     continue;
                 };
+                let (_, value) = decode_value(WHAT, value)?;
                 let Some(key) = std::str::from_utf8(key.as_bytes())
                     .ok()
                     .and_then(|k| k.strip_prefix(self.inner.prefix.as_str()))
@@ -681,6 +880,83 @@ mod tests {
             matches!(err.kind(), ErrorKind::Connection | ErrorKind::Timeout),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn values_carry_a_big_endian_version() {
+        let value = encode_value(0x0102_0304_0506_0708, b"data");
+        assert_eq!(value, b"\x01\x02\x03\x04\x05\x06\x07\x08data");
+        assert_eq!(
+            decode_value("x", value).unwrap(),
+            (0x0102_0304_0506_0708, b"data".to_vec())
+        );
+        assert_eq!(
+            decode_value("x", encode_value(7, b"")).unwrap(),
+            (7, Vec::new())
+        );
+        for short in [&b""[..], b"1234567"] {
+            let err = decode_value("finding a session", short.to_vec()).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Codec);
+            assert_eq!(err.backend(), Some(BACKEND));
+        }
+    }
+
+    #[test]
+    fn script_hashes_are_sha1_hex() {
+        for lua in [&*FIND_RECORD, &*COMMIT_IF] {
+            assert_eq!(lua.sha.len(), 40);
+            assert!(lua.sha.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        assert_ne!(FIND_RECORD.sha, COMMIT_IF.sha);
+    }
+
+    #[test]
+    fn pexpiretime_maps_back_to_the_expiry() {
+        let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_900_000).unwrap();
+        let back = expiry_from_millis("x", expiry_millis(t)).unwrap();
+        assert_eq!(back.unix_timestamp_nanos(), 1_700_000_000_123_000_000);
+        for no_expiry in [-1, -2] {
+            let err = expiry_from_millis("x", no_expiry).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Backend);
+        }
+    }
+
+    /// A script the server has never seen takes the `NOSCRIPT` → `EVAL` path, which caches
+    /// it for `EVALSHA`. Needs a server (`SCS_REDIS_URL`); skipped without one unless
+    /// `SCS_REQUIRE_BACKENDS` is set.
+    #[tokio::test]
+    async fn an_uncached_script_falls_back_to_eval() {
+        let url =
+            std::env::var("SCS_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let Ok(store) = FredStore::from_url(&url).await else {
+            assert!(
+                std::env::var_os("SCS_REQUIRE_BACKENDS").is_none(),
+                "no server at {url}"
+            );
+            eprintln!("skipped: no server at {url}");
+            return;
+        };
+        // A fresh comment makes a script no server has cached.
+        let code = format!("return 'ok' -- {}", scs_core::new_version());
+        let lua = Lua::new(Box::leak(code.into_boxed_str()));
+        let client = store.inner.client();
+        let cached = async || -> bool {
+            let cmd = CustomCommand::new_static("SCRIPT", ClusterHash::Random, false);
+            let exists: Vec<bool> = client
+                .custom(
+                    cmd,
+                    vec![Value::from("EXISTS"), Value::from(lua.sha.as_str())],
+                )
+                .await
+                .unwrap();
+            exists == [true]
+        };
+        assert!(!cached().await);
+        let reply = lua.call(client, "k", &[]).await.unwrap();
+        assert_eq!(reply.as_str().as_deref(), Some("ok"));
+        assert!(cached().await, "EVAL cached the script");
+        let reply = lua.call(client, "k", &[]).await.unwrap();
+        assert_eq!(reply.as_str().as_deref(), Some("ok"));
     }
 
     #[test]

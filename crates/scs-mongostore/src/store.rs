@@ -7,7 +7,9 @@ use mongodb::bson::{Binary, Bson, DateTime, Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Client, Collection, IndexModel};
 use scs_core::time::OffsetDateTime;
-use scs_core::{Capabilities, Entry, Error, ErrorKind, IterableStore, Result, Store, async_trait};
+use scs_core::{
+    Capabilities, Entry, Error, ErrorKind, IterableStore, Record, Result, Store, async_trait,
+};
 use scs_tokio::CleanupTask;
 
 use crate::BACKEND;
@@ -20,15 +22,21 @@ const DEFAULT_COLLECTION: &str = "sessions";
 const DEFAULT_DATABASE: &str = "scs";
 /// The name of the TTL index [`MongoStore::migrate`] creates.
 const TTL_INDEX: &str = "expiry_ttl";
+/// The server's duplicate-key error code.
+const DUPLICATE_KEY: i32 = 11000;
 
 /// A session store on MongoDB: one document per session, `{_id: key, data: binary,
-/// expiry: date}`.
+/// expiry: date, version: long}`.
 ///
 /// Every query filters on `expiry > now`, so an expired session is never returned even
 /// though the server's TTL monitor may remove it a minute late. [`migrate`](Self::migrate)
 /// creates the TTL index; a background task deletes expired documents too (every minute by
 /// default), so expired data goes even on servers whose TTL sweep lags or is off. Cloning is
 /// cheap; dropping the last clone stops the task.
+///
+/// Every write gives the document a new random `version`; compare-and-set commits
+/// ([`Store::commit_if`]) filter on it, so two requests on one session never overwrite each
+/// other's changes.
 ///
 /// ```no_run
 /// # #[tokio::main] async fn main() -> scs_core::Result<()> {
@@ -91,6 +99,17 @@ fn map_err(err: mongodb::error::Error, what: &'static str) -> Error {
     Error::new(kind, what)
         .with_backend(BACKEND)
         .with_source(err)
+}
+
+/// True for the server's duplicate-key error: an upsert that found no matching document
+/// tried to insert an `_id` that exists.
+fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind as K, WriteFailure};
+    match &*err.kind {
+        K::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
+        K::Command(e) => e.code == DUPLICATE_KEY,
+        _ => false,
+    }
 }
 
 fn config_error(message: String) -> Error {
@@ -313,11 +332,55 @@ impl MongoStoreBuilder {
     }
 }
 
+/// A new version, as stored.
+fn fresh_version() -> i64 {
+    // new_version() is at most i64::MAX.
+    stored_version(scs_core::new_version()).unwrap_or(i64::MAX)
+}
+
 fn binary(data: &[u8]) -> Binary {
     Binary {
         subtype: BinarySubtype::Generic,
         bytes: data.to_vec(),
     }
+}
+
+/// A version as stored: a signed 64-bit integer ([`scs_core::new_version`] fits one).
+fn stored_version(version: u64) -> Option<i64> {
+    i64::try_from(version).ok()
+}
+
+/// The `version` field of a stored document. A document written before versions were kept
+/// has none: it reads as version 0, which [`scs_core::new_version`] never makes.
+fn version_of(doc: &Document) -> Result<u64> {
+    let version = match doc.get("version") {
+        None | Some(Bson::Null) => Some(0),
+        Some(Bson::Int64(v)) => u64::try_from(*v).ok(),
+        Some(Bson::Int32(v)) => u64::try_from(*v).ok(),
+        Some(_) => None,
+    };
+    version.ok_or_else(|| {
+        Error::new(
+            ErrorKind::Backend,
+            "a session document's version is not a non-negative integer",
+        )
+        .with_backend(BACKEND)
+    })
+}
+
+/// The `expiry` field of a stored document.
+fn expiry_of(doc: &Document) -> Result<OffsetDateTime> {
+    let expiry = match doc.get("expiry") {
+        Some(Bson::DateTime(t)) => {
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.timestamp_millis()) * 1_000_000)
+                .ok()
+        }
+        _ => None,
+    };
+    expiry.ok_or_else(|| {
+        Error::new(ErrorKind::Backend, "a session document has no date expiry")
+            .with_backend(BACKEND)
+    })
 }
 
 /// The `data` field of a stored document.
@@ -341,7 +404,10 @@ impl Store for MongoStore {
     fn capabilities(&self) -> Capabilities {
         // No native TTL declared: the server's TTL monitor is periodic (60 s on mongod), so
         // the cleanup task is what bounds how long expired data is kept.
-        Capabilities::new().with_iterate().with_touch()
+        Capabilities::new()
+            .with_iterate()
+            .with_touch()
+            .with_versioned()
     }
 
     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -365,7 +431,11 @@ impl Store for MongoStore {
             .collection
             .update_one(
                 doc! { "_id": key },
-                doc! { "$set": { "data": binary(data), "expiry": expiry } },
+                doc! { "$set": {
+                    "data": binary(data),
+                    "expiry": expiry,
+                    "version": fresh_version(),
+                } },
             )
             .upsert(true)
             .await
@@ -393,6 +463,84 @@ impl Store for MongoStore {
             .await
             .map_err(|e| map_err(e, "touching a session"))?;
         Ok(result.matched_count > 0)
+    }
+
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        let found = self
+            .inner
+            .collection
+            .find_one(doc! { "_id": key, "expiry": { "$gt": now() } })
+            .projection(doc! { "data": 1, "expiry": 1, "version": 1 })
+            .await
+            .map_err(|e| map_err(e, "finding a session"))?;
+        found
+            .map(|doc| {
+                Ok(Record::new(
+                    data_of(&doc)?,
+                    expiry_of(&doc)?,
+                    version_of(&doc)?,
+                ))
+            })
+            .transpose()
+    }
+
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        const WHAT: &str = "committing a session";
+        let now = now();
+        let expiry = to_bson_date(expiry);
+        let new = fresh_version();
+        let version = new.unsigned_abs();
+        let set = doc! { "$set": { "data": binary(data), "expiry": expiry, "version": new } };
+        let Some(expected) = expected else {
+            // Only when no live document exists: the filter matches a missing or an expired
+            // one. Missing: the upsert inserts it. Live: the filter does not match, and the
+            // insert of an existing `_id` fails with a duplicate key: a conflict. (A past
+            // expiry writes an expired document, which nothing returns and the cleanup
+            // removes.)
+            return match self
+                .inner
+                .collection
+                .update_one(doc! { "_id": key, "expiry": { "$lte": now } }, set)
+                .upsert(true)
+                .await
+            {
+                Ok(_) => Ok(Some(version)),
+                Err(e) if is_duplicate_key(&e) => Ok(None),
+                Err(e) => Err(map_err(e, WHAT)),
+            };
+        };
+        // No stored document can hold a version that does not fit the field.
+        let Some(expected) = stored_version(expected) else {
+            return Ok(None);
+        };
+        let mut filter = doc! { "_id": key, "expiry": { "$gt": now }, "version": expected };
+        if expected == 0 {
+            // Written before versions were kept: no version field.
+            filter.insert("version", doc! { "$in": [0_i64, Bson::Null] });
+        }
+        let matched = if expiry <= now {
+            // Already expired: delete the document, when it is the expected one.
+            self.inner
+                .collection
+                .delete_one(filter)
+                .await
+                .map_err(|e| map_err(e, WHAT))?
+                .deleted_count
+        } else {
+            self.inner
+                .collection
+                .update_one(filter, set)
+                .await
+                .map_err(|e| map_err(e, WHAT))?
+                .matched_count
+        };
+        Ok((matched == 1).then_some(version))
     }
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {
@@ -502,6 +650,60 @@ mod tests {
         assert!(store.cleanup.is_none());
         let err = MongoStore::builder(client).build().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
+    }
+
+    /// A document written before versions were kept (no `version` field) reads as version
+    /// 0, and a compare-and-set on 0 replaces it. Needs a server (`SCS_MONGODB_URL`);
+    /// skipped without one unless `SCS_REQUIRE_BACKENDS` is set.
+    #[tokio::test]
+    async fn a_document_without_a_version_is_version_zero() {
+        let url =
+            std::env::var("SCS_MONGODB_URL").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
+        let mut options = mongodb::options::ClientOptions::parse(&url).await.unwrap();
+        options.server_selection_timeout = Some(Duration::from_secs(3));
+        options.direct_connection = Some(true);
+        let store = MongoStore::builder(Client::with_options(options).unwrap())
+            .database("scs_test")
+            .collection(format!("legacy_{}", scs_core::new_version()))
+            .cleanup_interval(None)
+            .build()
+            .unwrap();
+        if let Err(e) = store.migrate().await {
+            assert!(
+                std::env::var_os("SCS_REQUIRE_BACKENDS").is_none(),
+                "no server at {url}: {e:#}"
+            );
+            eprintln!("skipped: no server at {url}");
+            return;
+        }
+        let expiry = OffsetDateTime::now_utc() + Duration::from_secs(3600);
+        store
+            .collection()
+            .insert_one(doc! { "_id": "k", "data": binary(b"old"), "expiry": to_bson_date(expiry) })
+            .await
+            .unwrap();
+        let record = store.find_record("k").await.unwrap().unwrap();
+        assert_eq!((record.data.as_slice(), record.version), (&b"old"[..], 0));
+        assert_eq!(
+            store.commit_if("k", b"x", expiry, Some(1)).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.commit_if("k", b"x", expiry, None).await.unwrap(),
+            None
+        );
+        let v = store.commit_if("k", b"new", expiry, Some(0)).await.unwrap();
+        let record = store.find_record("k").await.unwrap().unwrap();
+        assert_eq!(
+            (record.data.as_slice(), Some(record.version)),
+            (&b"new"[..], v)
+        );
+        assert_ne!(record.version, 0);
+        assert_eq!(
+            store.commit_if("k", b"x", expiry, Some(0)).await.unwrap(),
+            None
+        );
+        store.collection().drop().await.unwrap();
     }
 
     #[test]

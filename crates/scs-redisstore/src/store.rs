@@ -1,11 +1,13 @@
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use deadpool_redis::redis::{self, AsyncConnectionConfig, RedisError};
+use deadpool_redis::redis::{self, AsyncConnectionConfig, FromRedisValue, RedisError};
 use deadpool_redis::{Connection, Manager, Pool, PoolError, Runtime};
 use scs_core::time::OffsetDateTime;
-use scs_core::{Capabilities, Entry, Error, ErrorKind, IterableStore, Result, Store, async_trait};
+use scs_core::{
+    Capabilities, Entry, Error, ErrorKind, IterableStore, Record, Result, Store, async_trait,
+};
 
 use crate::BACKEND;
 
@@ -26,9 +28,11 @@ const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A session store on Redis or Valkey, through a [`deadpool_redis::Pool`].
 ///
-/// Each session is one string key, `<prefix><store key>`, holding the session bytes as they
-/// are, with a native expiry set in the same command (`SET key data PXAT <unix ms>`). Redis
-/// removes expired keys itself, so there is no cleanup task.
+/// Each session is one string key, `<prefix><store key>`, holding an 8-byte big-endian
+/// version followed by the session bytes, with a native expiry set in the same command
+/// (`SET key value PXAT <unix ms>`). Redis removes expired keys itself, so there is no
+/// cleanup task. Versioned reads and compare-and-set commits are small Lua scripts, sent as
+/// `EVALSHA` (and as `EVAL` when the server's script cache does not have them).
 ///
 /// Cloning is cheap and clones share the pool.
 ///
@@ -312,6 +316,115 @@ fn now_millis() -> i64 {
 }
 
 // ---------------------------------------------------------------------------------------
+// Versions and scripts
+
+/// Bytes of the version in front of the session bytes in every stored value.
+const VERSION_LEN: usize = 8;
+
+/// The stored value: the version, big-endian, then the session bytes.
+fn encode_value(version: u64, data: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(VERSION_LEN + data.len());
+    value.extend_from_slice(&version.to_be_bytes());
+    value.extend_from_slice(data);
+    value
+}
+
+/// Splits a stored value into its version and the session bytes.
+fn decode_value(what: &'static str, mut value: Vec<u8>) -> Result<(u64, Vec<u8>)> {
+    let Some(version) = value.first_chunk::<VERSION_LEN>().copied() else {
+        return Err(Error::new(
+            ErrorKind::Codec,
+            format!(
+                "{what}: a stored value of {} bytes is shorter than its {VERSION_LEN}-byte version",
+                value.len()
+            ),
+        )
+        .with_backend(BACKEND));
+    };
+    value.drain(..VERSION_LEN);
+    Ok((u64::from_be_bytes(version), value))
+}
+
+/// Reads a key's value and expiry in one atomic step: nil for a missing (or expired) key,
+/// else `{value, PEXPIRETIME}`.
+const FIND_RECORD_LUA: &str = "\
+local value = redis.call('GET', KEYS[1])
+if not value then return false end
+return {value, redis.call('PEXPIRETIME', KEYS[1])}
+";
+
+/// Compare-and-set. `ARGV[1]`: the expected version (8 bytes), or empty for "no live key"
+/// (`GETRANGE` of a missing or expired key is empty too); `ARGV[2]`: the `PXAT` expiry, or
+/// empty to delete; `ARGV[3]`: the new value. Answers 1 when it wrote, 0 on a mismatch.
+const COMMIT_IF_LUA: &str = "\
+if redis.call('GETRANGE', KEYS[1], 0, 7) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[3], 'PXAT', ARGV[2])
+end
+return 1
+";
+
+static FIND_RECORD: LazyLock<Lua> = LazyLock::new(|| Lua::new(FIND_RECORD_LUA));
+static COMMIT_IF: LazyLock<Lua> = LazyLock::new(|| Lua::new(COMMIT_IF_LUA));
+
+/// A Lua script on one key, with its SHA-1 computed here (no `SCRIPT LOAD` round trip).
+struct Lua {
+    code: &'static str,
+    sha: String,
+}
+
+impl Lua {
+    fn new(code: &'static str) -> Self {
+        Self {
+            code,
+            sha: redis::Script::new(code).get_hash().to_owned(),
+        }
+    }
+
+    /// `EVALSHA`, one round trip. When the server's script cache does not have the script
+    /// (`NOSCRIPT`: first use, a restart, `SCRIPT FLUSH`), `EVAL` sends the source, which
+    /// also caches it for the next `EVALSHA`.
+    async fn call<T: FromRedisValue>(
+        &self,
+        conn: &mut Connection,
+        key: &str,
+        args: &[&[u8]],
+    ) -> std::result::Result<T, RedisError> {
+        let cmd = |name: &str, script: &str| {
+            let mut cmd = redis::cmd(name);
+            cmd.arg(script).arg(1).arg(key);
+            for arg in args {
+                cmd.arg(*arg);
+            }
+            cmd
+        };
+        match cmd("EVALSHA", &self.sha).query_async(conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                cmd("EVAL", self.code).query_async(conn).await
+            }
+            reply => reply,
+        }
+    }
+}
+
+/// The expiry `PEXPIRETIME` answered: the unix millisecond the key was stored with
+/// ([`expiry_millis`]: the one before the session's expiry), plus one.
+fn expiry_from_millis(what: &'static str, ms: i64) -> Result<OffsetDateTime> {
+    let expiry = (ms >= 0)
+        .then(|| OffsetDateTime::from_unix_timestamp_nanos((i128::from(ms) + 1) * 1_000_000).ok())
+        .flatten();
+    expiry.ok_or_else(|| {
+        Error::new(
+            ErrorKind::Backend,
+            format!("{what}: the session key has no expiry (PEXPIRETIME {ms})"),
+        )
+        .with_backend(BACKEND)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
 // The store traits
 
 #[async_trait]
@@ -325,6 +438,7 @@ impl Store for RedisStore {
             .with_iterate()
             .with_touch()
             .with_native_ttl()
+            .with_versioned()
     }
 
     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -334,11 +448,15 @@ impl Store for RedisStore {
         // in the same command, so a plain GET is the read-side check.
         const WHAT: &str = "finding a session";
         let mut conn = self.inner.conn(WHAT).await?;
-        redis::cmd("GET")
+        let value: Option<Vec<u8>> = redis::cmd("GET")
             .arg(self.inner.key(key))
             .query_async(&mut conn)
             .await
-            .map_err(|e| redis_error(WHAT, e))
+            .map_err(|e| redis_error(WHAT, e))?;
+        match value {
+            Some(value) => Ok(Some(decode_value(WHAT, value)?.1)),
+            None => Ok(None),
+        }
     }
 
     async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
@@ -351,9 +469,12 @@ impl Store for RedisStore {
             cmd.arg(self.inner.key(key));
             cmd
         } else {
-            // One command replaces data and expiry together.
+            // One command replaces data, version and expiry together.
             let mut cmd = redis::cmd("SET");
-            cmd.arg(self.inner.key(key)).arg(data).arg("PXAT").arg(at);
+            cmd.arg(self.inner.key(key))
+                .arg(encode_value(scs_core::new_version(), data))
+                .arg("PXAT")
+                .arg(at);
             cmd
         };
         cmd.query_async::<()>(&mut conn)
@@ -375,8 +496,9 @@ impl Store for RedisStore {
         const WHAT: &str = "touching a session";
         let at = expiry_millis(expiry);
         let mut conn = self.inner.conn(WHAT).await?;
-        // PEXPIREAT answers 0 for a missing (or already expired) key and creates nothing; a
-        // past expiry deletes the key, like DEL, which answers how many keys went.
+        // PEXPIREAT answers 0 for a missing (or already expired) key and creates nothing, and
+        // leaves the value, version included, as it is; a past expiry deletes the key, like
+        // DEL, which answers how many keys went.
         let cmd = if at <= now_millis() {
             let mut cmd = redis::cmd("DEL");
             cmd.arg(self.inner.key(key));
@@ -391,6 +513,58 @@ impl Store for RedisStore {
             .await
             .map_err(|e| redis_error(WHAT, e))?;
         Ok(n > 0)
+    }
+
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        const WHAT: &str = "finding a session";
+        let mut conn = self.inner.conn(WHAT).await?;
+        let reply: Option<(Vec<u8>, i64)> = FIND_RECORD
+            .call(&mut conn, &self.inner.key(key), &[])
+            .await
+            .map_err(|e| redis_error(WHAT, e))?;
+        let Some((value, ms)) = reply else {
+            return Ok(None);
+        };
+        let (version, data) = decode_value(WHAT, value)?;
+        Ok(Some(Record::new(
+            data,
+            expiry_from_millis(WHAT, ms)?,
+            version,
+        )))
+    }
+
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        const WHAT: &str = "committing a session";
+        let version = scs_core::new_version();
+        let expected = expected.map(u64::to_be_bytes);
+        let at = expiry_millis(expiry);
+        // An expiry already past deletes the key (when the version matches): never a key
+        // without a TTL.
+        let (at, value) = if at <= now_millis() {
+            (String::new(), Vec::new())
+        } else {
+            (at.to_string(), encode_value(version, data))
+        };
+        let mut conn = self.inner.conn(WHAT).await?;
+        let written: i64 = COMMIT_IF
+            .call(
+                &mut conn,
+                &self.inner.key(key),
+                &[
+                    expected.as_ref().map_or(&[][..], |v| &v[..]),
+                    at.as_bytes(),
+                    &value,
+                ],
+            )
+            .await
+            .map_err(|e| redis_error(WHAT, e))?;
+        Ok((written == 1).then_some(version))
     }
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {
@@ -421,7 +595,7 @@ impl IterableStore for RedisStore {
                 else {
                     continue;
                 };
-                out.push((key.to_owned(), value));
+                out.push((key.to_owned(), decode_value(WHAT, value)?.1));
             }
         }
         Ok(out)
@@ -545,6 +719,81 @@ mod tests {
             "{err:#}"
         );
         assert!(err.message().contains("pinging"), "{err:#}");
+    }
+
+    #[test]
+    fn values_carry_a_big_endian_version() {
+        let value = encode_value(0x0102_0304_0506_0708, b"data");
+        assert_eq!(value, b"\x01\x02\x03\x04\x05\x06\x07\x08data");
+        assert_eq!(
+            decode_value("x", value).unwrap(),
+            (0x0102_0304_0506_0708, b"data".to_vec())
+        );
+        assert_eq!(
+            decode_value("x", encode_value(7, b"")).unwrap(),
+            (7, Vec::new())
+        );
+        for short in [&b""[..], b"1234567"] {
+            let err = decode_value("finding a session", short.to_vec()).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Codec);
+            assert_eq!(err.backend(), Some(BACKEND));
+        }
+    }
+
+    #[test]
+    fn script_hashes_are_sha1_hex() {
+        for lua in [&*FIND_RECORD, &*COMMIT_IF] {
+            assert_eq!(lua.sha.len(), 40);
+            assert!(lua.sha.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        assert_ne!(FIND_RECORD.sha, COMMIT_IF.sha);
+    }
+
+    #[test]
+    fn pexpiretime_maps_back_to_the_expiry() {
+        let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_900_000).unwrap();
+        let back = expiry_from_millis("x", expiry_millis(t)).unwrap();
+        assert_eq!(back.unix_timestamp_nanos(), 1_700_000_000_123_000_000);
+        for no_expiry in [-1, -2] {
+            let err = expiry_from_millis("x", no_expiry).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Backend);
+        }
+    }
+
+    /// A script the server has never seen takes the `NOSCRIPT` → `EVAL` path, which caches
+    /// it for `EVALSHA`. Needs a server (`SCS_REDIS_URL`); skipped without one unless
+    /// `SCS_REQUIRE_BACKENDS` is set.
+    #[tokio::test]
+    async fn an_uncached_script_falls_back_to_eval() {
+        let url =
+            std::env::var("SCS_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let Ok(store) = RedisStore::from_url(&url).await else {
+            assert!(
+                std::env::var_os("SCS_REQUIRE_BACKENDS").is_none(),
+                "no server at {url}"
+            );
+            eprintln!("skipped: no server at {url}");
+            return;
+        };
+        // A fresh comment makes a script no server has cached.
+        let code = format!("return 'ok' -- {}", scs_core::new_version());
+        let lua = Lua::new(Box::leak(code.into_boxed_str()));
+        let mut conn = store.inner.conn("testing").await.unwrap();
+        let cached = async |conn: &mut Connection| -> bool {
+            let exists: Vec<bool> = redis::cmd("SCRIPT")
+                .arg("EXISTS")
+                .arg(&lua.sha)
+                .query_async(conn)
+                .await
+                .unwrap();
+            exists == [true]
+        };
+        assert!(!cached(&mut conn).await);
+        let reply: String = lua.call(&mut conn, "k", &[]).await.unwrap();
+        assert_eq!(reply, "ok");
+        assert!(cached(&mut conn).await, "EVAL cached the script");
+        let reply: String = lua.call(&mut conn, "k", &[]).await.unwrap();
+        assert_eq!(reply, "ok");
     }
 
     #[test]
