@@ -13,7 +13,9 @@ use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::deadpool::{Pool, PoolError};
 use diesel_async::{AsyncMysqlConnection, AsyncPgConnection, RunQueryDsl};
 use scs_core::time::OffsetDateTime;
-use scs_core::{Capabilities, Entry, Error, ErrorKind, IterableStore, Result, Store, async_trait};
+use scs_core::{
+    Capabilities, Entry, Error, ErrorKind, IterableStore, Record, Result, Store, async_trait,
+};
 use scs_tokio::CleanupTask;
 
 use crate::BACKEND;
@@ -62,7 +64,8 @@ impl std::fmt::Debug for DieselPool {
 
 /// A session store on diesel-async: PostgreSQL or MySQL/MariaDB, pooled with deadpool.
 ///
-/// Rows are `(token, data, expiry)` with the expiry in Unix milliseconds (a `BIGINT`).
+/// Rows are `(token, data, expiry, version)` with the expiry in Unix milliseconds (a
+/// `BIGINT`) and a version that every commit changes, for compare-and-set commits.
 /// Every read filters on the expiry; [`migrate`](Self::migrate) creates the table and its
 /// expiry index; a background task deletes expired rows (every five minutes by default).
 /// Cloning is cheap; dropping the last clone stops the task.
@@ -94,7 +97,8 @@ fn create_statements(pool: &DieselPool, table: &str) -> Vec<String> {
                 "CREATE TABLE IF NOT EXISTS \"{table}\" (\
                  token VARCHAR(255) NOT NULL PRIMARY KEY, \
                  data BYTEA NOT NULL, \
-                 expiry BIGINT NOT NULL)"
+                 expiry BIGINT NOT NULL, \
+                 version BIGINT NOT NULL DEFAULT 0)"
             ),
             format!("CREATE INDEX IF NOT EXISTS \"{table}_expiry_idx\" ON \"{table}\" (expiry)"),
         ],
@@ -106,10 +110,35 @@ fn create_statements(pool: &DieselPool, table: &str) -> Vec<String> {
              token VARCHAR(255) NOT NULL PRIMARY KEY, \
              data LONGBLOB NOT NULL, \
              expiry BIGINT NOT NULL, \
+             version BIGINT NOT NULL DEFAULT 0, \
              KEY `{table}_expiry_idx` (expiry)) \
              CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
         )],
     }
+}
+
+/// Counts the table's `version` column (0 or 1): a table made by an earlier version of
+/// this crate has none. The table name is bound.
+fn has_version_column(pool: &DieselPool) -> &'static str {
+    match pool {
+        DieselPool::Postgres(_) => {
+            "SELECT COUNT(*) AS n FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = $1 AND column_name = 'version'"
+        }
+        DieselPool::Mysql(_) => {
+            "SELECT COUNT(*) AS n FROM information_schema.columns \
+             WHERE table_schema = DATABASE() AND table_name = ? AND column_name = 'version'"
+        }
+    }
+}
+
+/// Adds the `version` column to a table made by an earlier version of this crate.
+fn add_version_column(pool: &DieselPool, table: &str) -> String {
+    let quoted = match pool {
+        DieselPool::Postgres(_) => format!("\"{table}\""),
+        DieselPool::Mysql(_) => format!("`{table}`"),
+    };
+    format!("ALTER TABLE {quoted} ADD COLUMN version BIGINT NOT NULL DEFAULT 0")
 }
 
 /// One store operation on the sessions table, as a diesel query: diesel quotes the table
@@ -126,10 +155,47 @@ enum Op<'a> {
         key: &'a str,
         now: i64,
     },
+    FindRecord {
+        key: &'a str,
+        now: i64,
+    },
     Upsert {
         key: &'a str,
         data: &'a [u8],
         expiry: i64,
+        version: i64,
+    },
+    /// Only the live entry with the expected version.
+    CommitIfCurrent {
+        key: &'a str,
+        data: &'a [u8],
+        expiry: i64,
+        version: i64,
+        expected: i64,
+        now: i64,
+    },
+    /// PostgreSQL: inserts, or takes over a row expired by `now`. MySQL: a plain insert
+    /// (its upsert has no WHERE), followed by [`Op::CommitIfExpired`] on a duplicate key.
+    CommitIfAbsent {
+        key: &'a str,
+        data: &'a [u8],
+        expiry: i64,
+        version: i64,
+        now: i64,
+    },
+    /// Only a row expired by `now`.
+    CommitIfExpired {
+        key: &'a str,
+        data: &'a [u8],
+        expiry: i64,
+        version: i64,
+        now: i64,
+    },
+    /// An already expired commit: the entry goes, if it is the one expected.
+    DeleteIfCurrent {
+        key: &'a str,
+        expected: i64,
+        now: i64,
     },
     Delete {
         key: &'a str,
@@ -151,16 +217,73 @@ enum Op<'a> {
 trait Dialect: Backend {
     /// Turns `INSERT .. VALUES (..)` into an upsert on `token`.
     const UPSERT: &'static str;
+    /// Whether the upsert's update can have a WHERE (PostgreSQL's can, MySQL's cannot).
+    const UPSERT_WHERE: bool;
 }
 
 impl Dialect for Pg {
-    const UPSERT: &'static str =
-        " ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry";
+    const UPSERT: &'static str = " ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, \
+         expiry = EXCLUDED.expiry, version = EXCLUDED.version";
+    const UPSERT_WHERE: bool = true;
 }
 
 impl Dialect for Mysql {
-    const UPSERT: &'static str =
-        " ON DUPLICATE KEY UPDATE data = VALUES(data), expiry = VALUES(expiry)";
+    const UPSERT: &'static str = " ON DUPLICATE KEY UPDATE data = VALUES(data), \
+         expiry = VALUES(expiry), version = VALUES(version)";
+    const UPSERT_WHERE: bool = false;
+}
+
+/// `INSERT INTO t (token, data, expiry, version) VALUES (..)`.
+fn push_insert<'b, DB>(
+    out: &mut AstPass<'_, 'b, DB>,
+    table: &'b str,
+    row: (&'b &'b str, &'b &'b [u8], &'b i64, &'b i64),
+) -> QueryResult<()>
+where
+    DB: Backend + HasSqlType<Text> + HasSqlType<Binary> + HasSqlType<BigInt>,
+    str: ToSql<Text, DB>,
+    [u8]: ToSql<Binary, DB>,
+    i64: ToSql<BigInt, DB>,
+{
+    let (key, data, expiry, version) = row;
+    out.push_sql("INSERT INTO ");
+    out.push_identifier(table)?;
+    out.push_sql(" (token, data, expiry, version) VALUES (");
+    out.push_bind_param::<Text, _>(*key)?;
+    out.push_sql(", ");
+    out.push_bind_param::<Binary, _>(*data)?;
+    out.push_sql(", ");
+    out.push_bind_param::<BigInt, _>(expiry)?;
+    out.push_sql(", ");
+    out.push_bind_param::<BigInt, _>(version)?;
+    out.push_sql(")");
+    Ok(())
+}
+
+/// `UPDATE t SET data = .., expiry = .., version = .. WHERE token = ..`.
+fn push_update<'b, DB>(
+    out: &mut AstPass<'_, 'b, DB>,
+    table: &'b str,
+    row: (&'b &'b str, &'b &'b [u8], &'b i64, &'b i64),
+) -> QueryResult<()>
+where
+    DB: Backend + HasSqlType<Text> + HasSqlType<Binary> + HasSqlType<BigInt>,
+    str: ToSql<Text, DB>,
+    [u8]: ToSql<Binary, DB>,
+    i64: ToSql<BigInt, DB>,
+{
+    let (key, data, expiry, version) = row;
+    out.push_sql("UPDATE ");
+    out.push_identifier(table)?;
+    out.push_sql(" SET data = ");
+    out.push_bind_param::<Binary, _>(*data)?;
+    out.push_sql(", expiry = ");
+    out.push_bind_param::<BigInt, _>(expiry)?;
+    out.push_sql(", version = ");
+    out.push_bind_param::<BigInt, _>(version)?;
+    out.push_sql(" WHERE token = ");
+    out.push_bind_param::<Text, _>(*key)?;
+    Ok(())
 }
 
 impl<DB> QueryFragment<DB> for SessionQuery<'_>
@@ -180,17 +303,73 @@ where
                 out.push_sql(" AND expiry > ");
                 out.push_bind_param::<BigInt, _>(now)?;
             }
-            Op::Upsert { key, data, expiry } => {
-                out.push_sql("INSERT INTO ");
+            Op::FindRecord { key, now } => {
+                out.push_sql("SELECT data, expiry, version FROM ");
                 out.push_identifier(self.table)?;
-                out.push_sql(" (token, data, expiry) VALUES (");
+                out.push_sql(" WHERE token = ");
                 out.push_bind_param::<Text, _>(*key)?;
-                out.push_sql(", ");
-                out.push_bind_param::<Binary, _>(*data)?;
-                out.push_sql(", ");
-                out.push_bind_param::<BigInt, _>(expiry)?;
-                out.push_sql(")");
+                out.push_sql(" AND expiry > ");
+                out.push_bind_param::<BigInt, _>(now)?;
+            }
+            Op::Upsert {
+                key,
+                data,
+                expiry,
+                version,
+            } => {
+                push_insert(&mut out, self.table, (key, data, expiry, version))?;
                 out.push_sql(DB::UPSERT);
+            }
+            Op::CommitIfCurrent {
+                key,
+                data,
+                expiry,
+                version,
+                expected,
+                now,
+            } => {
+                push_update(&mut out, self.table, (key, data, expiry, version))?;
+                out.push_sql(" AND version = ");
+                out.push_bind_param::<BigInt, _>(expected)?;
+                out.push_sql(" AND expiry > ");
+                out.push_bind_param::<BigInt, _>(now)?;
+            }
+            Op::CommitIfAbsent {
+                key,
+                data,
+                expiry,
+                version,
+                now,
+            } => {
+                push_insert(&mut out, self.table, (key, data, expiry, version))?;
+                if DB::UPSERT_WHERE {
+                    out.push_sql(DB::UPSERT);
+                    out.push_sql(" WHERE ");
+                    out.push_identifier(self.table)?;
+                    out.push_sql(".expiry <= ");
+                    out.push_bind_param::<BigInt, _>(now)?;
+                }
+            }
+            Op::CommitIfExpired {
+                key,
+                data,
+                expiry,
+                version,
+                now,
+            } => {
+                push_update(&mut out, self.table, (key, data, expiry, version))?;
+                out.push_sql(" AND expiry <= ");
+                out.push_bind_param::<BigInt, _>(now)?;
+            }
+            Op::DeleteIfCurrent { key, expected, now } => {
+                out.push_sql("DELETE FROM ");
+                out.push_identifier(self.table)?;
+                out.push_sql(" WHERE token = ");
+                out.push_bind_param::<Text, _>(*key)?;
+                out.push_sql(" AND version = ");
+                out.push_bind_param::<BigInt, _>(expected)?;
+                out.push_sql(" AND expiry > ");
+                out.push_bind_param::<BigInt, _>(now)?;
             }
             Op::Delete { key } => {
                 out.push_sql("DELETE FROM ");
@@ -252,6 +431,22 @@ struct DataRow {
 }
 
 #[derive(QueryableByName)]
+struct RecordRow {
+    #[diesel(sql_type = Binary)]
+    data: Vec<u8>,
+    #[diesel(sql_type = BigInt)]
+    expiry: i64,
+    #[diesel(sql_type = BigInt)]
+    version: i64,
+}
+
+#[derive(QueryableByName)]
+struct CountRow {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
 struct EntryRow {
     #[diesel(sql_type = Text)]
     token: String,
@@ -300,6 +495,21 @@ fn now_millis() -> i64 {
 fn to_millis(t: OffsetDateTime) -> i64 {
     let millis = t.unix_timestamp_nanos().div_euclid(1_000_000);
     i64::try_from(millis).unwrap_or(if millis < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// The instant of a stored expiry (Unix milliseconds).
+fn from_millis(millis: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// A version as the signed `BIGINT` column keeps it (the same 64 bits).
+fn version_to_sql(version: u64) -> i64 {
+    version as i64
+}
+
+fn version_from_sql(version: i64) -> u64 {
+    version as u64
 }
 
 /// Maps a failed query to the core error, keeping it as the source.
@@ -388,8 +598,9 @@ impl DieselStore {
         Ok(Self::new(pool))
     }
 
-    /// Creates the sessions table and its expiry index when they do not exist. Run it once
-    /// at deployment or startup; nothing is created anywhere else.
+    /// Creates the sessions table and its expiry index when they do not exist, and adds the
+    /// `version` column to a table made by an earlier version of this crate. Idempotent.
+    /// Run it once at deployment or startup; nothing is created anywhere else.
     ///
     /// # Errors
     /// The database's error, mapped.
@@ -402,6 +613,28 @@ impl DieselStore {
                     .execute(&mut *conn)
                     .await
                     .map_err(|e| query_err(e, WHAT))?;
+            }
+            let has_version = diesel::sql_query(has_version_column(&inner.pool))
+                .bind::<Text, _>(inner.table.as_str());
+            let found = has_version
+                .clone()
+                .get_result::<CountRow>(&mut *conn)
+                .await
+                .map_err(|e| query_err(e, WHAT))?;
+            if found.n == 0 {
+                let added = diesel::sql_query(add_version_column(&inner.pool, &inner.table))
+                    .execute(&mut *conn)
+                    .await;
+                if let Err(e) = added {
+                    // Another process may have added it meanwhile.
+                    let found = has_version
+                        .get_result::<CountRow>(&mut *conn)
+                        .await
+                        .map_err(|e| query_err(e, WHAT))?;
+                    if found.n == 0 {
+                        return Err(query_err(e, WHAT));
+                    }
+                }
             }
         });
         Ok(())
@@ -539,7 +772,10 @@ impl Store for DieselStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new().with_iterate().with_touch()
+        Capabilities::new()
+            .with_iterate()
+            .with_touch()
+            .with_versioned()
     }
 
     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -567,9 +803,15 @@ impl Store for DieselStore {
             return self.delete(key).await;
         }
         let inner = &self.inner;
+        let version = version_to_sql(scs_core::new_version());
         with_conn!(inner, WHAT, |conn| {
             inner
-                .query(Op::Upsert { key, data, expiry })
+                .query(Op::Upsert {
+                    key,
+                    data,
+                    expiry,
+                    version,
+                })
                 .execute(conn)
                 .await
                 .map_err(|e| query_err(e, WHAT))?
@@ -607,6 +849,80 @@ impl Store for DieselStore {
                 .map_err(|e| query_err(e, WHAT))?
         });
         Ok(n > 0)
+    }
+
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        const WHAT: &str = "finding a session";
+        let inner = &self.inner;
+        let row = with_conn!(inner, WHAT, |conn| {
+            inner
+                .query(Op::FindRecord {
+                    key,
+                    now: now_millis(),
+                })
+                .get_result::<RecordRow>(conn)
+                .await
+                .optional()
+                .map_err(|e| query_err(e, WHAT))?
+        });
+        Ok(row.map(|r| Record::new(r.data, from_millis(r.expiry), version_from_sql(r.version))))
+    }
+
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        const WHAT: &str = "committing a session";
+        let (expiry, now) = (to_millis(expiry), now_millis());
+        let version = scs_core::new_version();
+        let new = version_to_sql(version);
+        let inner = &self.inner;
+        let op = match expected.map(version_to_sql) {
+            Some(expected) if expiry <= now => Op::DeleteIfCurrent { key, expected, now },
+            Some(expected) => Op::CommitIfCurrent {
+                key,
+                data,
+                expiry,
+                version: new,
+                expected,
+                now,
+            },
+            None => Op::CommitIfAbsent {
+                key,
+                data,
+                expiry,
+                version: new,
+                now,
+            },
+        };
+        let written = with_conn!(inner, WHAT, |conn| {
+            match inner.query(op).execute(&mut *conn).await {
+                Ok(n) => n,
+                // MySQL, no live entry expected: the key is there, so take the row over
+                // only if it has expired. (Its upsert has no WHERE, and with the found-rows
+                // flag its count cannot tell an insert from a row left alone.)
+                Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+                    if expected.is_none() =>
+                {
+                    inner
+                        .query(Op::CommitIfExpired {
+                            key,
+                            data,
+                            expiry,
+                            version: new,
+                            now,
+                        })
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(|e| query_err(e, WHAT))?
+                }
+                Err(e) => return Err(query_err(e, WHAT)),
+            }
+        });
+        Ok((written > 0).then_some(version))
     }
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {
@@ -702,19 +1018,20 @@ mod tests {
                 key: "k",
                 data: b"d",
                 expiry: 7,
+                version: 9,
             },
         };
         let pg = diesel::debug_query::<Pg, _>(&q).to_string();
         assert!(
             pg.starts_with(
-                "INSERT INTO \"my_sessions\" (token, data, expiry) VALUES ($1, $2, $3) ON CONFLICT (token)"
+                "INSERT INTO \"my_sessions\" (token, data, expiry, version) VALUES ($1, $2, $3, $4) ON CONFLICT (token)"
             ),
             "{pg}"
         );
         let my = diesel::debug_query::<Mysql, _>(&q).to_string();
         assert!(
             my.starts_with(
-                "INSERT INTO `my_sessions` (token, data, expiry) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE"
+                "INSERT INTO `my_sessions` (token, data, expiry, version) VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE"
             ),
             "{my}"
         );
@@ -730,6 +1047,47 @@ mod tests {
         assert!(
             pg.starts_with(
                 "UPDATE \"my_sessions\" SET expiry = $1 WHERE token = $2 AND expiry > $3"
+            ),
+            "{pg}"
+        );
+        let q = SessionQuery {
+            table: "my_sessions",
+            op: Op::CommitIfAbsent {
+                key: "k",
+                data: b"d",
+                expiry: 7,
+                version: 9,
+                now: 5,
+            },
+        };
+        let pg = diesel::debug_query::<Pg, _>(&q).to_string();
+        assert!(
+            pg.contains("version = EXCLUDED.version WHERE \"my_sessions\".expiry <= $5"),
+            "{pg}"
+        );
+        let my = diesel::debug_query::<Mysql, _>(&q).to_string();
+        assert!(
+            my.starts_with(
+                "INSERT INTO `my_sessions` (token, data, expiry, version) VALUES (?, ?, ?, ?) --"
+            ),
+            "a plain insert on MySQL: {my}"
+        );
+        let q = SessionQuery {
+            table: "my_sessions",
+            op: Op::CommitIfCurrent {
+                key: "k",
+                data: b"d",
+                expiry: 7,
+                version: 9,
+                expected: 8,
+                now: 5,
+            },
+        };
+        let pg = diesel::debug_query::<Pg, _>(&q).to_string();
+        assert!(
+            pg.starts_with(
+                "UPDATE \"my_sessions\" SET data = $1, expiry = $2, version = $3 \
+                 WHERE token = $4 AND version = $5 AND expiry > $6"
             ),
             "{pg}"
         );

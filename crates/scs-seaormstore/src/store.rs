@@ -2,12 +2,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use scs_core::time::OffsetDateTime;
-use scs_core::{Capabilities, Entry, Error, ErrorKind, IterableStore, Result, Store, async_trait};
+use scs_core::{
+    Capabilities, Entry, Error, ErrorKind, IterableStore, Record, Result, Store, async_trait,
+};
 use scs_tokio::CleanupTask;
 use sea_orm::sea_query::{Alias, ColumnDef, Expr, ExprTrait, Index, OnConflict, Query, Table};
 use sea_orm::{
     ActiveValue, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    QueryTrait, RuntimeErr,
+    QueryTrait, RuntimeErr, SqlErr, Statement,
 };
 
 use crate::BACKEND;
@@ -18,8 +20,8 @@ const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// The table used unless the builder names another.
 const DEFAULT_TABLE: &str = "sessions";
 
-/// The SeaORM entity of a session row: `token` (primary key), `data` (binary) and `expiry`
-/// (Unix milliseconds).
+/// The SeaORM entity of a session row: `token` (primary key), `data` (binary), `expiry`
+/// (Unix milliseconds) and `version` (changed by every commit).
 ///
 /// Its table name is the default, `sessions`; the store runs the same columns against the
 /// table its builder names. Use it to query sessions with SeaORM yourself.
@@ -39,6 +41,9 @@ pub mod entity {
         /// When the session expires, in Unix milliseconds.
         #[sea_orm(indexed)]
         pub expiry: i64,
+        /// A random value that every commit changes (a touch does not): what a
+        /// compare-and-set commit compares. 0 in rows written before the column existed.
+        pub version: i64,
     }
 
     /// Sessions relate to nothing.
@@ -51,8 +56,9 @@ pub mod entity {
 /// A session store on SeaORM: PostgreSQL, MySQL/MariaDB or SQLite, whichever the
 /// connection is.
 ///
-/// Rows are `(token, data, expiry)` with the expiry in Unix milliseconds (a `BIGINT`, exact
-/// and portable across the three databases). Every read filters on the expiry;
+/// Rows are `(token, data, expiry, version)` with the expiry in Unix milliseconds (a
+/// `BIGINT`, exact and portable across the three databases) and a version that every commit
+/// changes, for compare-and-set commits. Every read filters on the expiry;
 /// [`migrate`](Self::migrate) creates the table and its expiry index; a background task
 /// deletes expired rows (every five minutes by default). Cloning is cheap; dropping the
 /// last clone stops the task.
@@ -76,9 +82,48 @@ struct Inner {
     table: String,
 }
 
+/// What an insert of [`Inner::insert`] does when the key is already there.
+enum Upsert {
+    /// Replaces the row (a plain commit).
+    Always,
+    /// Replaces the row only when it expired by the given instant (PostgreSQL, SQLite).
+    IfExpired(i64),
+    /// Fails with a unique-constraint violation.
+    Never,
+}
+
 impl Inner {
     fn table(&self) -> Alias {
         Alias::new(self.table.as_str())
+    }
+
+    /// Inserts a row, in one statement; returns the number of rows written.
+    async fn insert(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: i64,
+        version: i64,
+        upsert: Upsert,
+    ) -> std::result::Result<u64, DbErr> {
+        let row = entity::ActiveModel {
+            token: ActiveValue::Set(key.to_owned()),
+            data: ActiveValue::Set(data.to_vec()),
+            expiry: ActiveValue::Set(expiry),
+            version: ActiveValue::Set(version),
+        };
+        let mut on_conflict = OnConflict::column(Column::Token);
+        on_conflict.update_columns([Column::Data, Column::Expiry, Column::Version]);
+        let mut insert = match upsert {
+            Upsert::Always => entity::Entity::insert(row).on_conflict(on_conflict),
+            Upsert::IfExpired(now) => {
+                on_conflict.action_and_where(Expr::col((self.table(), Column::Expiry)).lte(now));
+                entity::Entity::insert(row).on_conflict(on_conflict)
+            }
+            Upsert::Never => entity::Entity::insert(row),
+        };
+        QueryTrait::query(&mut insert).into_table(self.table());
+        insert.exec_without_returning(&self.db).await
     }
 
     async fn delete_expired(&self) -> Result<u64> {
@@ -104,6 +149,21 @@ fn now_millis() -> i64 {
 fn to_millis(t: OffsetDateTime) -> i64 {
     let millis = t.unix_timestamp_nanos().div_euclid(1_000_000);
     i64::try_from(millis).unwrap_or(if millis < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// The instant of a stored expiry (Unix milliseconds).
+fn from_millis(millis: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// A version as the signed `BIGINT` column keeps it (the same 64 bits).
+fn version_to_sql(version: u64) -> i64 {
+    version as i64
+}
+
+fn version_from_sql(version: i64) -> u64 {
+    version as u64
 }
 
 /// The kind of a sqlx error, by what it says about the connection.
@@ -214,18 +274,37 @@ impl SeaOrmStore {
         Ok(Self::new(db))
     }
 
-    /// Creates the sessions table and its expiry index when they do not exist. Run it once
-    /// at deployment or startup; nothing is created anywhere else.
+    /// Creates the sessions table and its expiry index when they do not exist, and adds the
+    /// `version` column to a table made by an earlier version of this crate. Idempotent.
+    /// Run it once at deployment or startup; nothing is created anywhere else.
     ///
     /// # Errors
     /// The database's error, mapped.
     pub async fn migrate(&self) -> Result<()> {
-        for stmt in migration(self.inner.db.get_database_backend(), &self.inner.table) {
-            self.inner
-                .db
-                .execute_raw(stmt)
+        const WHAT: &str = "creating the sessions table";
+        let (db, table) = (&self.inner.db, &self.inner.table);
+        let backend = db.get_database_backend();
+        for stmt in migration(backend, table) {
+            db.execute_raw(stmt).await.map_err(|e| map_err(e, WHAT))?;
+        }
+        let has_version = || async {
+            let row = db
+                .query_one_raw(has_version_column(backend, table))
                 .await
-                .map_err(|e| map_err(e, "creating the sessions table"))?;
+                .map_err(|e| map_err(e, WHAT))?;
+            let n: i64 = match row {
+                Some(row) => row.try_get_by_index(0).map_err(|e| map_err(e, WHAT))?,
+                None => 0,
+            };
+            Ok::<_, Error>(n > 0)
+        };
+        if !has_version().await?
+            && let Err(e) = db.execute_raw(add_version_column(backend, table)).await
+        {
+            // Another process may have added it meanwhile.
+            if !has_version().await? {
+                return Err(map_err(e, WHAT));
+            }
         }
         Ok(())
     }
@@ -256,6 +335,41 @@ impl SeaOrmStore {
     }
 }
 
+/// The `version` column's definition, the same in the table and in the upgrade.
+fn version_column() -> ColumnDef {
+    ColumnDef::new(Column::Version)
+        .big_integer()
+        .not_null()
+        .default(0)
+        .to_owned()
+}
+
+/// Counts the table's `version` column (0 or 1): a table made by an earlier version of
+/// this crate has none.
+fn has_version_column(backend: DbBackend, table: &str) -> Statement {
+    let sql = match backend {
+        DbBackend::MySql => {
+            "SELECT COUNT(*) FROM information_schema.columns \
+             WHERE table_schema = DATABASE() AND table_name = ? AND column_name = 'version'"
+        }
+        DbBackend::Postgres => {
+            "SELECT COUNT(*) FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = $1 AND column_name = 'version'"
+        }
+        _ => "SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = 'version'",
+    };
+    Statement::from_sql_and_values(backend, sql, [table.into()])
+}
+
+/// Adds the `version` column to a table made by an earlier version of this crate.
+fn add_version_column(backend: DbBackend, table: &str) -> Statement {
+    let alter = Table::alter()
+        .table(Alias::new(table))
+        .add_column(version_column())
+        .to_owned();
+    backend.build(&alter)
+}
+
 /// The DDL of [`SeaOrmStore::migrate`] for `backend`, built with SeaORM's schema builder.
 fn migration(backend: DbBackend, table: &str) -> Vec<sea_orm::Statement> {
     let name = Alias::new(table);
@@ -279,6 +393,7 @@ fn migration(backend: DbBackend, table: &str) -> Vec<sea_orm::Statement> {
                         .not_null(),
                 )
                 .col(ColumnDef::new(Column::Expiry).big_integer().not_null())
+                .col(version_column())
                 .index(Index::create().name(&index_name).col(Column::Expiry))
                 .character_set("utf8mb4")
                 .collate("utf8mb4_bin");
@@ -287,7 +402,8 @@ fn migration(backend: DbBackend, table: &str) -> Vec<sea_orm::Statement> {
         _ => {
             create
                 .col(ColumnDef::new(Column::Data).blob().not_null())
-                .col(ColumnDef::new(Column::Expiry).big_integer().not_null());
+                .col(ColumnDef::new(Column::Expiry).big_integer().not_null())
+                .col(version_column());
             let index = Index::create()
                 .if_not_exists()
                 .name(&index_name)
@@ -380,7 +496,10 @@ impl Store for SeaOrmStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new().with_iterate().with_touch()
+        Capabilities::new()
+            .with_iterate()
+            .with_touch()
+            .with_versioned()
     }
 
     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -407,21 +526,11 @@ impl Store for SeaOrmStore {
             // Already expired: leave nothing behind.
             return self.delete(key).await;
         }
-        let row = entity::ActiveModel {
-            token: ActiveValue::Set(key.to_owned()),
-            data: ActiveValue::Set(data.to_vec()),
-            expiry: ActiveValue::Set(expiry),
-        };
         // One statement: INSERT .. ON CONFLICT (token) DO UPDATE on PostgreSQL and SQLite,
         // INSERT .. ON DUPLICATE KEY UPDATE on MySQL.
-        let mut insert = entity::Entity::insert(row).on_conflict(
-            OnConflict::column(Column::Token)
-                .update_columns([Column::Data, Column::Expiry])
-                .to_owned(),
-        );
-        QueryTrait::query(&mut insert).into_table(self.inner.table());
-        insert
-            .exec_without_returning(&self.inner.db)
+        let version = version_to_sql(scs_core::new_version());
+        self.inner
+            .insert(key, data, expiry, version, Upsert::Always)
             .await
             .map_err(|e| map_err(e, "committing a session"))?;
         Ok(())
@@ -454,6 +563,114 @@ impl Store for SeaOrmStore {
             .await
             .map_err(|e| map_err(e, "touching a session"))?;
         Ok(result.rows_affected() > 0)
+    }
+
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        const WHAT: &str = "finding a session";
+        let stmt = Query::select()
+            .columns([Column::Data, Column::Expiry, Column::Version])
+            .from(self.inner.table())
+            .and_where(Expr::col(Column::Token).eq(key))
+            .and_where(Expr::col(Column::Expiry).gt(now_millis()))
+            .to_owned();
+        let row = self
+            .inner
+            .db
+            .query_one(&stmt)
+            .await
+            .map_err(|e| map_err(e, WHAT))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let read = || -> std::result::Result<Record, DbErr> {
+            Ok(Record::new(
+                row.try_get("", "data")?,
+                from_millis(row.try_get("", "expiry")?),
+                version_from_sql(row.try_get("", "version")?),
+            ))
+        };
+        read()
+            .map(Some)
+            .map_err(|e| map_err(e, "reading a session row"))
+    }
+
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        const WHAT: &str = "committing a session";
+        let (expiry, now) = (to_millis(expiry), now_millis());
+        let version = scs_core::new_version();
+        let new = version_to_sql(version);
+        let inner = &self.inner;
+        let written = match expected.map(version_to_sql) {
+            // Already expired: the entry goes, if it is the one expected.
+            Some(old) if expiry <= now => {
+                let stmt = Query::delete()
+                    .from_table(inner.table())
+                    .and_where(Expr::col(Column::Token).eq(key))
+                    .and_where(Expr::col(Column::Version).eq(old))
+                    .and_where(Expr::col(Column::Expiry).gt(now))
+                    .to_owned();
+                inner
+                    .db
+                    .execute(&stmt)
+                    .await
+                    .map_err(|e| map_err(e, WHAT))?
+                    .rows_affected()
+            }
+            // Only the live entry with the expected version.
+            Some(old) => {
+                let stmt = Query::update()
+                    .table(inner.table())
+                    .value(Column::Data, data)
+                    .value(Column::Expiry, expiry)
+                    .value(Column::Version, new)
+                    .and_where(Expr::col(Column::Token).eq(key))
+                    .and_where(Expr::col(Column::Version).eq(old))
+                    .and_where(Expr::col(Column::Expiry).gt(now))
+                    .to_owned();
+                inner
+                    .db
+                    .execute(&stmt)
+                    .await
+                    .map_err(|e| map_err(e, WHAT))?
+                    .rows_affected()
+            }
+            // No live entry: PostgreSQL and SQLite insert or take over an expired row in one
+            // statement (an upsert whose update has a WHERE).
+            None if inner.db.get_database_backend() != DbBackend::MySql => inner
+                .insert(key, data, expiry, new, Upsert::IfExpired(now))
+                .await
+                .map_err(|e| map_err(e, WHAT))?,
+            // MySQL's upsert has no WHERE, and with the found-rows flag (set by sqlx) its
+            // count cannot tell an insert from a row left alone: a plain insert, and on a
+            // duplicate key an update of the row only if it has expired.
+            None => match inner.insert(key, data, expiry, new, Upsert::Never).await {
+                Ok(n) => n,
+                Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                    let stmt = Query::update()
+                        .table(inner.table())
+                        .value(Column::Data, data)
+                        .value(Column::Expiry, expiry)
+                        .value(Column::Version, new)
+                        .and_where(Expr::col(Column::Token).eq(key))
+                        .and_where(Expr::col(Column::Expiry).lte(now))
+                        .to_owned();
+                    inner
+                        .db
+                        .execute(&stmt)
+                        .await
+                        .map_err(|e| map_err(e, WHAT))?
+                        .rows_affected()
+                }
+                Err(e) => return Err(map_err(e, WHAT)),
+            },
+        };
+        Ok((written > 0).then_some(version))
     }
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {
@@ -553,6 +770,18 @@ mod tests {
         };
         let pg = sql(DbBackend::Postgres);
         assert!(pg[0].contains("\"data\" bytea NOT NULL"), "{pg:?}");
+        for b in [DbBackend::Postgres, DbBackend::MySql, DbBackend::Sqlite] {
+            let create = &sql(b)[0];
+            // SQLite's INTEGER is 64 bits.
+            let column = match b {
+                DbBackend::MySql => "`version` bigint NOT NULL DEFAULT 0",
+                DbBackend::Postgres => "\"version\" bigint NOT NULL DEFAULT 0",
+                _ => "\"version\" integer NOT NULL DEFAULT 0",
+            };
+            assert!(create.contains(column), "{create}");
+            let alter = add_version_column(b, "sessions").sql;
+            assert!(alter.ends_with(&format!("ADD COLUMN {column}")), "{alter}");
+        }
         assert!(pg[1].starts_with("CREATE INDEX IF NOT EXISTS"), "{pg:?}");
         let my = sql(DbBackend::MySql);
         assert_eq!(my.len(), 1);

@@ -5,7 +5,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use scs_core::time::OffsetDateTime;
-use scs_core::{Capabilities, Entry, Error, ErrorKind, IterableStore, Result, Store, async_trait};
+use scs_core::{
+    Capabilities, Entry, Error, ErrorKind, IterableStore, Record, Result, Store, async_trait,
+};
 use scs_tokio::CleanupTask;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -63,13 +65,19 @@ struct Inner {
 /// The statements, built once from the validated table name.
 struct Sql {
     find: String,
+    find_record: String,
     commit: String,
+    commit_if_current: String,
+    commit_if_absent: String,
+    delete_if_current: String,
     delete: String,
     touch: String,
     all: String,
     delete_expired: String,
     create_table: String,
     create_index: String,
+    has_version_column: String,
+    add_version_column: String,
 }
 
 impl Sql {
@@ -78,9 +86,27 @@ impl Sql {
         let t = format!("\"{table}\"");
         Self {
             find: format!("SELECT data FROM {t} WHERE token = ? AND expiry > ?"),
+            find_record: format!(
+                "SELECT data, expiry, version FROM {t} WHERE token = ? AND expiry > ?"
+            ),
             commit: format!(
-                "INSERT INTO {t} (token, data, expiry) VALUES (?, ?, ?) \
-                 ON CONFLICT (token) DO UPDATE SET data = excluded.data, expiry = excluded.expiry"
+                "INSERT INTO {t} (token, data, expiry, version) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (token) DO UPDATE SET data = excluded.data, \
+                 expiry = excluded.expiry, version = excluded.version"
+            ),
+            // Only the live entry with the expected version.
+            commit_if_current: format!(
+                "UPDATE {t} SET data = ?, expiry = ?, version = ? \
+                 WHERE token = ? AND version = ? AND expiry > ?"
+            ),
+            // Inserts, or takes over an expired row; a live row stays as it is (no change).
+            commit_if_absent: format!(
+                "INSERT INTO {t} (token, data, expiry, version) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (token) DO UPDATE SET data = excluded.data, \
+                 expiry = excluded.expiry, version = excluded.version WHERE {t}.expiry <= ?"
+            ),
+            delete_if_current: format!(
+                "DELETE FROM {t} WHERE token = ? AND version = ? AND expiry > ?"
             ),
             delete: format!("DELETE FROM {t} WHERE token = ?"),
             touch: format!("UPDATE {t} SET expiry = ? WHERE token = ? AND expiry > ?"),
@@ -90,10 +116,17 @@ impl Sql {
                 "CREATE TABLE IF NOT EXISTS {t} (\
                  token TEXT PRIMARY KEY NOT NULL, \
                  data BLOB NOT NULL, \
-                 expiry INTEGER NOT NULL)"
+                 expiry INTEGER NOT NULL, \
+                 version INTEGER NOT NULL DEFAULT 0)"
             ),
             create_index: format!(
                 "CREATE INDEX IF NOT EXISTS \"{table}_expiry_idx\" ON {t} (expiry)"
+            ),
+            // A table made by a version of this crate before versioned commits lacks it.
+            has_version_column: "SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = 'version'"
+                .to_owned(),
+            add_version_column: format!(
+                "ALTER TABLE {t} ADD COLUMN version INTEGER NOT NULL DEFAULT 0"
             ),
         }
     }
@@ -326,6 +359,21 @@ fn now_ms() -> i64 {
     unix_ms(OffsetDateTime::now_utc())
 }
 
+/// The instant of a stored expiry (Unix milliseconds).
+fn from_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// A version as the signed `INTEGER` column keeps it (the same 64 bits).
+fn version_to_sql(version: u64) -> i64 {
+    version as i64
+}
+
+fn version_from_sql(version: i64) -> u64 {
+    version as u64
+}
+
 /// What a `sqlite:` URL names.
 #[derive(Debug, PartialEq)]
 enum Target {
@@ -462,9 +510,10 @@ impl SqliteStore {
         Ok(Self { inner, cleanup })
     }
 
-    /// Creates the table and its expiry index when they do not exist. Nothing is created
-    /// anywhere else: call this once at startup (or create the schema yourself, see the
-    /// crate docs).
+    /// Creates the table and its expiry index when they do not exist, and adds the
+    /// `version` column to a table made by an earlier version of this crate. Idempotent.
+    /// Nothing is created anywhere else: call this once at startup (or create the schema
+    /// yourself, see the crate docs).
     ///
     /// # Errors
     /// [`ErrorKind::Backend`] when SQLite refuses the statements.
@@ -473,6 +522,20 @@ impl SqliteStore {
             .run(Role::Write, "creating the sessions table", |inner, conn| {
                 conn.execute(&inner.sql.create_table, [])?;
                 conn.execute(&inner.sql.create_index, [])?;
+                let has_version = |conn: &Connection| {
+                    conn.query_row(&inner.sql.has_version_column, [&inner.table], |row| {
+                        row.get::<_, i64>(0)
+                    })
+                    .map(|n| n > 0)
+                };
+                if !has_version(conn)?
+                    && let Err(e) = conn.execute(&inner.sql.add_version_column, [])
+                {
+                    // Another process may have added it meanwhile.
+                    if !has_version(conn)? {
+                        return Err(e);
+                    }
+                }
                 Ok(())
             })
             .await
@@ -643,7 +706,10 @@ impl Store for SqliteStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new().with_iterate().with_touch()
+        Capabilities::new()
+            .with_iterate()
+            .with_touch()
+            .with_versioned()
     }
 
     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -659,10 +725,11 @@ impl Store for SqliteStore {
 
     async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
         let (key, data, expiry) = (key.to_owned(), data.to_vec(), unix_ms(expiry));
+        let version = version_to_sql(scs_core::new_version());
         self.inner
             .run(Role::Write, "committing a session", move |inner, conn| {
                 conn.prepare_cached(&inner.sql.commit)?
-                    .execute(params![key, data, expiry])?;
+                    .execute(params![key, data, expiry, version])?;
                 Ok(())
             })
             .await
@@ -693,6 +760,55 @@ impl Store for SqliteStore {
                 },
             )
             .await
+    }
+
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        let (key, now) = (key.to_owned(), now_ms());
+        self.inner
+            .run(Role::Read, "finding a session", move |inner, conn| {
+                conn.prepare_cached(&inner.sql.find_record)?
+                    .query_row(params![key, now], |row| {
+                        Ok(Record::new(
+                            row.get(0)?,
+                            from_ms(row.get(1)?),
+                            version_from_sql(row.get(2)?),
+                        ))
+                    })
+                    .optional()
+            })
+            .await
+    }
+
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        let (key, data, expiry, now) = (key.to_owned(), data.to_vec(), unix_ms(expiry), now_ms());
+        let version = scs_core::new_version();
+        let new = version_to_sql(version);
+        // One statement each, so SQLite's write lock makes it atomic.
+        let written = self
+            .inner
+            .run(Role::Write, "committing a session", move |inner, conn| {
+                let n = match expected.map(version_to_sql) {
+                    // Already expired: the entry goes, if it is the one expected.
+                    Some(old) if expiry <= now => conn
+                        .prepare_cached(&inner.sql.delete_if_current)?
+                        .execute(params![key, old, now])?,
+                    Some(old) => conn
+                        .prepare_cached(&inner.sql.commit_if_current)?
+                        .execute(params![data, expiry, new, key, old, now])?,
+                    None => conn
+                        .prepare_cached(&inner.sql.commit_if_absent)?
+                        .execute(params![key, data, expiry, new, now])?,
+                };
+                Ok(n > 0)
+            })
+            .await?;
+        Ok(written.then_some(version))
     }
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {
@@ -910,6 +1026,75 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 1);
+    }
+
+    #[tokio::test]
+    async fn migrate_upgrades_a_table_without_versions() {
+        let store = SqliteStore::builder(Connection::open_in_memory().unwrap())
+            .cleanup_interval(None)
+            .build()
+            .unwrap();
+        // The table as the crate made it before versioned commits, with a live row.
+        let expiry = unix_ms(in_(HOUR));
+        store
+            .call(move |c| {
+                c.execute(
+                    "CREATE TABLE sessions (token TEXT PRIMARY KEY NOT NULL, \
+                     data BLOB NOT NULL, expiry INTEGER NOT NULL)",
+                    [],
+                )?;
+                c.execute(
+                    "INSERT INTO sessions (token, data, expiry) VALUES ('old', x'01', ?)",
+                    [expiry],
+                )
+            })
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store.migrate().await.unwrap();
+        let record = store.find_record("old").await.unwrap().unwrap();
+        assert_eq!((record.data.as_slice(), record.version), (&[1u8][..], 0));
+        let v = store
+            .commit_if("old", b"new", in_(HOUR), Some(0))
+            .await
+            .unwrap()
+            .expect("the old row's version is 0");
+        assert_ne!(v, 0);
+        assert_eq!(
+            store
+                .commit_if("old", b"x", in_(HOUR), Some(0))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(store.find_record("old").await.unwrap().unwrap().version, v);
+    }
+
+    #[tokio::test]
+    async fn commit_if_with_a_past_expiry_deletes_only_the_expected_entry() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store.migrate().await.unwrap();
+        store.commit("k", b"v", in_(HOUR)).await.unwrap();
+        let v = store.find_record("k").await.unwrap().unwrap().version;
+        let past = in_(Duration::ZERO) - HOUR;
+        assert_eq!(
+            store.commit_if("k", b"x", past, Some(v + 1)).await.unwrap(),
+            None
+        );
+        assert!(store.find("k").await.unwrap().is_some());
+        assert!(
+            store
+                .commit_if("k", b"x", past, Some(v))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(store.find_record("k").await.unwrap(), None);
+        let rows: i64 = store
+            .call(|c| c.query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0)))
+            .await
+            .unwrap();
+        assert_eq!(rows, 0, "the row is deleted, not left expired");
     }
 
     #[tokio::test]

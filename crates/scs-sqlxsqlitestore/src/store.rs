@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use scs_core::time::OffsetDateTime;
-use scs_core::{Capabilities, Entry, Error, ErrorKind, IterableStore, Result, Store, async_trait};
+use scs_core::{
+    Capabilities, Entry, Error, ErrorKind, IterableStore, Record, Result, Store, async_trait,
+};
 use scs_tokio::CleanupTask;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -56,13 +58,19 @@ struct Inner {
 /// query).
 struct Sql {
     find: Arc<str>,
+    find_record: Arc<str>,
     commit: Arc<str>,
+    commit_if_current: Arc<str>,
+    commit_if_absent: Arc<str>,
+    delete_if_current: Arc<str>,
     delete: Arc<str>,
     touch: Arc<str>,
     all: Arc<str>,
     delete_expired: Arc<str>,
     create_table: Arc<str>,
     create_index: Arc<str>,
+    has_version_column: Arc<str>,
+    add_version_column: Arc<str>,
 }
 
 impl Sql {
@@ -71,9 +79,31 @@ impl Sql {
         let t = format!("\"{table}\"");
         Self {
             find: format!("SELECT data FROM {t} WHERE token = ? AND expiry > ?").into(),
+            find_record: format!(
+                "SELECT data, expiry, version FROM {t} WHERE token = ? AND expiry > ?"
+            )
+            .into(),
             commit: format!(
-                "INSERT INTO {t} (token, data, expiry) VALUES (?, ?, ?) \
-                 ON CONFLICT (token) DO UPDATE SET data = excluded.data, expiry = excluded.expiry"
+                "INSERT INTO {t} (token, data, expiry, version) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (token) DO UPDATE SET data = excluded.data, \
+                 expiry = excluded.expiry, version = excluded.version"
+            )
+            .into(),
+            // Only the live entry with the expected version.
+            commit_if_current: format!(
+                "UPDATE {t} SET data = ?, expiry = ?, version = ? \
+                 WHERE token = ? AND version = ? AND expiry > ?"
+            )
+            .into(),
+            // Inserts, or takes over an expired row; a live row stays as it is (no change).
+            commit_if_absent: format!(
+                "INSERT INTO {t} (token, data, expiry, version) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (token) DO UPDATE SET data = excluded.data, \
+                 expiry = excluded.expiry, version = excluded.version WHERE {t}.expiry <= ?"
+            )
+            .into(),
+            delete_if_current: format!(
+                "DELETE FROM {t} WHERE token = ? AND version = ? AND expiry > ?"
             )
             .into(),
             delete: format!("DELETE FROM {t} WHERE token = ?").into(),
@@ -84,11 +114,19 @@ impl Sql {
                 "CREATE TABLE IF NOT EXISTS {t} (\
                  token TEXT PRIMARY KEY NOT NULL, \
                  data BLOB NOT NULL, \
-                 expiry INTEGER NOT NULL)"
+                 expiry INTEGER NOT NULL, \
+                 version INTEGER NOT NULL DEFAULT 0)"
             )
             .into(),
             create_index: format!(
                 "CREATE INDEX IF NOT EXISTS \"{table}_expiry_idx\" ON {t} (expiry)"
+            )
+            .into(),
+            // A table made by a version of this crate before versioned commits lacks it.
+            has_version_column: "SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = 'version'"
+                .into(),
+            add_version_column: format!(
+                "ALTER TABLE {t} ADD COLUMN version INTEGER NOT NULL DEFAULT 0"
             )
             .into(),
         }
@@ -177,6 +215,21 @@ fn unix_ms(t: OffsetDateTime) -> i64 {
 
 fn now_ms() -> i64 {
     unix_ms(OffsetDateTime::now_utc())
+}
+
+/// The instant of a stored expiry (Unix milliseconds).
+fn from_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// A version as the signed `INTEGER` column keeps it (the same 64 bits).
+fn version_to_sql(version: u64) -> i64 {
+    version as i64
+}
+
+fn version_from_sql(version: i64) -> u64 {
+    version as u64
 }
 
 /// What a `sqlite:` URL names, as far as the pool setup cares.
@@ -326,18 +379,37 @@ impl SqlxSqliteStore {
         Ok(Self::new(pool))
     }
 
-    /// Creates the table and its expiry index when they do not exist. Nothing is created
-    /// anywhere else: call this once at startup (or create the schema yourself, see the
-    /// crate docs).
+    /// Creates the table and its expiry index when they do not exist, and adds the
+    /// `version` column to a table made by an earlier version of this crate. Idempotent.
+    /// Nothing is created anywhere else: call this once at startup (or create the schema
+    /// yourself, see the crate docs).
     ///
     /// # Errors
     /// [`ErrorKind::Backend`] when SQLite refuses the statements.
     pub async fn migrate(&self) -> Result<()> {
-        for sql in [&self.inner.sql.create_table, &self.inner.sql.create_index] {
-            query(sql)
-                .execute(&self.inner.pool)
+        const WHAT: &str = "creating the sessions table";
+        let (sql, pool) = (&self.inner.sql, &self.inner.pool);
+        for stmt in [&sql.create_table, &sql.create_index] {
+            query(stmt)
+                .execute(pool)
                 .await
-                .map_err(|e| sqlx_error("creating the sessions table", e))?;
+                .map_err(|e| sqlx_error(WHAT, e))?;
+        }
+        let has_version = || async {
+            let n: i64 = sqlx::query_scalar(AssertSqlSafe(Arc::clone(&sql.has_version_column)))
+                .bind(self.inner.table.as_str())
+                .fetch_one(pool)
+                .await
+                .map_err(|e| sqlx_error(WHAT, e))?;
+            Ok::<_, Error>(n > 0)
+        };
+        if !has_version().await?
+            && let Err(e) = query(&sql.add_version_column).execute(pool).await
+        {
+            // Another process may have added it meanwhile.
+            if !has_version().await? {
+                return Err(sqlx_error(WHAT, e));
+            }
         }
         Ok(())
     }
@@ -461,7 +533,10 @@ impl Store for SqlxSqliteStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new().with_iterate().with_touch()
+        Capabilities::new()
+            .with_iterate()
+            .with_touch()
+            .with_versioned()
     }
 
     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -482,6 +557,7 @@ impl Store for SqlxSqliteStore {
             .bind(key)
             .bind(data)
             .bind(unix_ms(expiry))
+            .bind(version_to_sql(scs_core::new_version()))
             .execute(&self.inner.pool)
             .await
             .map_err(|e| sqlx_error("committing a session", e))?;
@@ -506,6 +582,62 @@ impl Store for SqlxSqliteStore {
             .await
             .map_err(|e| sqlx_error("extending a session's expiry", e))?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        let what = "finding a session";
+        let row = query(&self.inner.sql.find_record)
+            .bind(key)
+            .bind(now_ms())
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(|e| sqlx_error(what, e))?;
+        row.map(|row| {
+            Ok(Record::new(
+                row.try_get(0)?,
+                from_ms(row.try_get(1)?),
+                version_from_sql(row.try_get(2)?),
+            ))
+        })
+        .transpose()
+        .map_err(|e| sqlx_error(what, e))
+    }
+
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        let (expiry, now) = (unix_ms(expiry), now_ms());
+        let version = scs_core::new_version();
+        let sql = &self.inner.sql;
+        // One statement each, so SQLite's write lock makes it atomic.
+        let statement = match expected.map(version_to_sql) {
+            // Already expired: the entry goes, if it is the one expected.
+            Some(old) if expiry <= now => {
+                query(&sql.delete_if_current).bind(key).bind(old).bind(now)
+            }
+            Some(old) => query(&sql.commit_if_current)
+                .bind(data)
+                .bind(expiry)
+                .bind(version_to_sql(version))
+                .bind(key)
+                .bind(old)
+                .bind(now),
+            None => query(&sql.commit_if_absent)
+                .bind(key)
+                .bind(data)
+                .bind(expiry)
+                .bind(version_to_sql(version))
+                .bind(now),
+        };
+        let done = statement
+            .execute(&self.inner.pool)
+            .await
+            .map_err(|e| sqlx_error("committing a session", e))?;
+        Ok((done.rows_affected() > 0).then_some(version))
     }
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {
@@ -743,6 +875,72 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 1);
+    }
+
+    #[tokio::test]
+    async fn migrate_upgrades_a_table_without_versions() {
+        let store = SqlxSqliteStore::builder(memory_pool().await)
+            .cleanup_interval(None)
+            .build()
+            .unwrap();
+        // The table as the crate made it before versioned commits, with a live row.
+        sqlx::query(
+            "CREATE TABLE sessions (token TEXT PRIMARY KEY NOT NULL, \
+             data BLOB NOT NULL, expiry INTEGER NOT NULL)",
+        )
+        .execute(store.pool())
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO sessions (token, data, expiry) VALUES ('old', x'01', ?)")
+            .bind(unix_ms(in_(HOUR)))
+            .execute(store.pool())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store.migrate().await.unwrap();
+        let record = store.find_record("old").await.unwrap().unwrap();
+        assert_eq!((record.data.as_slice(), record.version), (&[1u8][..], 0));
+        let v = store
+            .commit_if("old", b"new", in_(HOUR), Some(0))
+            .await
+            .unwrap()
+            .expect("the old row's version is 0");
+        assert_ne!(v, 0);
+        assert_eq!(
+            store
+                .commit_if("old", b"x", in_(HOUR), Some(0))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(store.find_record("old").await.unwrap().unwrap().version, v);
+    }
+
+    #[tokio::test]
+    async fn commit_if_with_a_past_expiry_deletes_only_the_expected_entry() {
+        let store = SqlxSqliteStore::open_in_memory().await.unwrap();
+        store.migrate().await.unwrap();
+        store.commit("k", b"v", in_(HOUR)).await.unwrap();
+        let v = store.find_record("k").await.unwrap().unwrap().version;
+        let past = in_(Duration::ZERO) - HOUR;
+        assert_eq!(
+            store.commit_if("k", b"x", past, Some(v + 1)).await.unwrap(),
+            None
+        );
+        assert!(store.find("k").await.unwrap().is_some());
+        assert!(
+            store
+                .commit_if("k", b"x", past, Some(v))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(store.find_record("k").await.unwrap(), None);
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, 0, "the row is deleted, not left expired");
     }
 
     #[tokio::test]
