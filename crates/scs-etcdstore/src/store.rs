@@ -2,11 +2,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, ConnectOptions, DeleteOptions, GetOptions, KeyValue, KvClient, PutOptions, Txn, TxnOp,
-    TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KeyValue, KvClient,
+    PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 use scs_core::time::OffsetDateTime;
-use scs_core::{Capabilities, Entry, Error, ErrorKind, IterableStore, Result, Store, async_trait};
+use scs_core::{
+    Capabilities, Entry, Error, ErrorKind, IterableStore, Record, Result, Store, async_trait,
+};
 
 use crate::BACKEND;
 
@@ -28,6 +30,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// its own: etcd deletes the key when the lease runs out, so there is no cleanup task.
 /// Leases count whole seconds; the expiry in the value is checked on every read, so a
 /// session is never returned past its expiry.
+///
+/// Versions ([`Store::find_record`], [`Store::commit_if`]) are the key's `mod_revision`,
+/// compared in a transaction.
 ///
 /// Cloning is cheap and clones share the client.
 ///
@@ -346,7 +351,9 @@ impl Inner {
         Ok(lease)
     }
 
-    async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
+    /// The live session under `key` with its expiry and version (the key's mod revision),
+    /// in one range request.
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
         const WHAT: &str = "finding a session";
         let resp = self
             .kv()
@@ -358,7 +365,98 @@ impl Inner {
         };
         let (expiry, data) = split_expiry(kv.value())?;
         // The lease may outlive the expiry by up to a second: the value decides.
-        Ok((expiry > now_millis()).then(|| data.to_vec()))
+        if expiry <= now_millis() {
+            return Ok(None);
+        }
+        let version = u64::try_from(kv.mod_revision()).unwrap_or(0);
+        record(data.to_vec(), expiry, version).map(Some)
+    }
+
+    /// Writes only when the live session's mod revision is `expected` (`None`: only when
+    /// no live session is stored), in one transaction; see the README for its shape.
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        const WHAT: &str = "committing a session";
+        let expected = match expected.map(i64::try_from) {
+            None => None,
+            Some(Ok(revision)) => Some(revision),
+            // No key has such a revision.
+            Some(Err(_)) => return Ok(None),
+        };
+        let expiry = expiry_millis(expiry);
+        let now = now_millis();
+        let full = self.key(key);
+        // The write (a delete when the expiry is already past: never a key without a
+        // lease), after a keys-only read of the key for the lease it replaces.
+        let (lease, write) = if expiry <= now {
+            (0, TxnOp::delete(full.clone(), None))
+        } else {
+            let lease = self
+                .client
+                .lease_client()
+                .grant(lease_ttl(expiry, now), None)
+                .await
+                .map_err(|e| etcd_error(WHAT, e))?
+                .id();
+            let put = TxnOp::put(
+                full.clone(),
+                encode(expiry, data),
+                Some(PutOptions::new().with_lease(lease)),
+            );
+            (lease, put)
+        };
+        let ops = vec![
+            TxnOp::get(full.clone(), Some(GetOptions::new().with_keys_only())),
+            write,
+        ];
+        // The value starts with the expiry, big-endian, so it sorts below `now + 1` exactly
+        // when the session has expired (a value compare is false for a missing key).
+        let expired = Compare::value(
+            full.clone(),
+            CompareOp::Less,
+            now.saturating_add(1).to_be_bytes().to_vec(),
+        );
+        let txn = match expected {
+            // At the expected revision and not expired.
+            Some(revision) => Txn::new()
+                .when([Compare::mod_revision(
+                    full.clone(),
+                    CompareOp::Equal,
+                    revision,
+                )])
+                .and_then([TxnOp::txn(Txn::new().when([expired]).or_else(ops))]),
+            // Absent, or present and expired.
+            None => Txn::new()
+                .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
+                .and_then(ops.clone())
+                .or_else([TxnOp::txn(Txn::new().when([expired]).and_then(ops))]),
+        };
+        let resp = match self.kv().txn(txn).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                self.revoke(lease).await;
+                return Err(etcd_error(WHAT, e));
+            }
+        };
+        match written(&resp) {
+            Some(previous) => {
+                // As in commit: the replaced version's lease holds no key any more.
+                if previous != lease {
+                    self.revoke(previous).await;
+                }
+                let revision = resp.header().map_or(0, |h| h.revision());
+                Ok(Some(u64::try_from(revision).unwrap_or(0)))
+            }
+            None => {
+                self.revoke(lease).await;
+                Ok(None)
+            }
+        }
     }
 
     async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
@@ -430,6 +528,25 @@ impl Inner {
     }
 }
 
+/// Whether a transaction of [`Inner::commit_if`] wrote (its put or delete ran, at any
+/// depth), and if so the lease the key had before (0 for none).
+fn written(resp: &TxnResponse) -> Option<i64> {
+    let mut lease = 0;
+    let mut wrote = false;
+    for op in resp.op_responses() {
+        match op {
+            TxnOpResponse::Get(get) => lease = get.kvs().first().map_or(0, KeyValue::lease),
+            TxnOpResponse::Put(_) | TxnOpResponse::Delete(_) => wrote = true,
+            TxnOpResponse::Txn(inner) => {
+                if let Some(previous) = written(&inner) {
+                    return Some(previous);
+                }
+            }
+        }
+    }
+    wrote.then_some(lease)
+}
+
 /// The first key after every key that starts with `prefix` (etcd's `range_end` for a
 /// prefix).
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
@@ -456,6 +573,15 @@ fn expiry_millis(expiry: OffsetDateTime) -> u64 {
 
 fn now_millis() -> u64 {
     expiry_millis(OffsetDateTime::now_utc())
+}
+
+/// A [`Record`] of data stored until `expiry` (unix ms) at `version`.
+fn record(data: Vec<u8>, expiry: u64, version: u64) -> Result<Record> {
+    let expiry = OffsetDateTime::from_unix_timestamp_nanos(i128::from(expiry) * 1_000_000)
+        .map_err(|_| {
+            Error::new(ErrorKind::Codec, "a stored expiry is out of range").with_backend(BACKEND)
+        })?;
+    Ok(Record::new(data, expiry, version))
 }
 
 /// The lease TTL for an expiry still ahead: whole seconds, rounded up (at least 1), so the
@@ -497,11 +623,14 @@ impl Store for EtcdStore {
         // session means a new lease and a new value: a commit. Leases count whole
         // seconds, but reads check the millisecond expiry kept in the value, so the
         // expiry a caller sees is exact to the millisecond.
-        Capabilities::new().with_iterate().with_native_ttl()
+        Capabilities::new()
+            .with_iterate()
+            .with_native_ttl()
+            .with_versioned()
     }
 
     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.inner.find(key).await
+        Ok(self.inner.find_record(key).await?.map(|record| record.data))
     }
 
     async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
@@ -510,6 +639,20 @@ impl Store for EtcdStore {
 
     async fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key).await
+    }
+
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        self.inner.find_record(key).await
+    }
+
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        self.inner.commit_if(key, data, expiry, expected).await
     }
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {
@@ -688,6 +831,110 @@ mod tests {
             -1,
             "clear revokes the leases"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compare_and_set_commits_use_mod_revisions_and_give_leases_back() {
+        let Some(store) = server_store().await else {
+            return;
+        };
+        let hour = OffsetDateTime::now_utc() + Duration::from_secs(3600);
+        let v1 = store
+            .commit_if("k", b"one", hour, None)
+            .await
+            .unwrap()
+            .unwrap();
+        let raw = store
+            .inner
+            .kv()
+            .get(store.inner.key("k"), None)
+            .await
+            .unwrap();
+        assert_eq!(raw.kvs()[0].mod_revision(), i64::try_from(v1).unwrap());
+        let first = lease_of(&store, "k").await;
+        assert!(
+            store
+                .commit_if("k", b"x", hour, None)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        let v2 = store
+            .commit_if("k", b"two", hour, Some(v1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(v2 > v1);
+        let second = lease_of(&store, "k").await;
+        assert_eq!(
+            lease_ttl_left(&store, first).await,
+            -1,
+            "replaced lease revoked"
+        );
+        assert!(
+            store
+                .commit_if("k", b"x", hour, Some(v1))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            lease_of(&store, "k").await,
+            second,
+            "a conflict changes nothing"
+        );
+        assert_eq!(store.find("k").await.unwrap().as_deref(), Some(&b"two"[..]));
+
+        // A past expiry at the current version deletes the key and revokes its lease.
+        let past = OffsetDateTime::now_utc() - Duration::from_secs(1);
+        assert!(
+            store
+                .commit_if("k", b"", past, Some(v1))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .commit_if("k", b"", past, Some(v2))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(store.count().await.unwrap(), 0);
+        assert_eq!(lease_ttl_left(&store, second).await, -1);
+        store.clear().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_expired_key_its_lease_still_holds_counts_as_absent() {
+        let Some(store) = server_store().await else {
+            return;
+        };
+        // Leases count whole seconds: a key outlives the expiry in its value by up to one.
+        let expired = encode(now_millis() - 10, b"old");
+        let put = store
+            .inner
+            .kv()
+            .put(store.inner.key("e"), expired, None)
+            .await
+            .unwrap();
+        let held = u64::try_from(put.header().unwrap().revision()).unwrap();
+        assert_eq!(store.find_record("e").await.unwrap(), None);
+        let hour = OffsetDateTime::now_utc() + Duration::from_secs(3600);
+        assert!(
+            store
+                .commit_if("e", b"x", hour, Some(held))
+                .await
+                .unwrap()
+                .is_none(),
+            "its own revision does not match once expired"
+        );
+        let v = store.commit_if("e", b"new", hour, None).await.unwrap();
+        assert!(v.is_some_and(|v| v > held));
+        assert_eq!(store.find("e").await.unwrap().as_deref(), Some(&b"new"[..]));
+        store.clear().await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

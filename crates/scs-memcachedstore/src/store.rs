@@ -2,11 +2,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_memcached::{AsciiProtocol, Client, Error as McError, Status, Value};
+use async_memcached::{AsciiProtocol, Client, Error as McError, MetaProtocol, Status, Value};
 use deadpool::Runtime;
 use deadpool::managed::{self, Metrics, PoolError, RecycleError, RecycleResult};
 use scs_core::time::OffsetDateTime;
-use scs_core::{Capabilities, Error, ErrorKind, Result, Store, async_trait};
+use scs_core::{Capabilities, Error, ErrorKind, Record, Result, Store, async_trait};
 
 use crate::BACKEND;
 
@@ -114,6 +114,9 @@ type Connection = managed::Object<Manager>;
 /// read, so a session is never returned past its expiry even though memcached's clock ticks
 /// in whole seconds. A session larger than one item is split into chunk items written
 /// before the item that lists them, so a reader never sees a mix of two versions.
+///
+/// Versions ([`Store::find_record`], [`Store::commit_if`]) are memcached's CAS values, read
+/// and compared with the meta commands (memcached 1.6 or later).
 ///
 /// memcached cannot list keys, so this store does not iterate; there is no cleanup task:
 /// memcached expires (and, under memory pressure, evicts) items itself.
@@ -401,26 +404,33 @@ impl Inner {
         self.max_item_size.saturating_sub(ITEM_OVERHEAD)
     }
 
-    async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
+    /// The live session under `key` with its expiry and version (the CAS value of its
+    /// item: of the manifest for a chunked session), in one `mg` (and one more request for
+    /// the chunks of a large session).
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
         const WHAT: &str = "finding a session";
         let item = self.key(key)?;
         let mut conn = self.conn(WHAT).await?;
         // A second look when a chunk is missing: the session was replaced while it was read.
         for _ in 0..2 {
-            let Some(value) = get(&mut conn, &item, WHAT).await? else {
+            let Some(current) = meta_get(&mut conn, &item, WHAT).await? else {
                 return Ok(None);
             };
             let now = now_millis();
-            match decode(&value)? {
+            match decode(&current.value)? {
                 Stored::Inline { expiry, data } => {
-                    return Ok((expiry > now).then(|| data.to_vec()));
+                    return if expiry > now {
+                        record(data.to_vec(), expiry, current.cas).map(Some)
+                    } else {
+                        Ok(None)
+                    };
                 }
                 Stored::Chunked(manifest) => {
                     if manifest.expiry <= now {
                         return Ok(None);
                     }
                     if let Some(data) = self.read_chunks(&mut conn, &item, &manifest).await? {
-                        return Ok(Some(data));
+                        return record(data, manifest.expiry, current.cas).map(Some);
                     }
                 }
             }
@@ -480,24 +490,7 @@ impl Inner {
         // Too big for one item: chunks under a fresh generation first, then the manifest
         // that names them, so a reader sees either the old version or the new one whole.
         let previous = manifest_of(&mut conn, &item, WHAT).await?;
-        let generation = new_generation()?;
-        let chunk_size = capacity - EXPIRY_LEN;
-        let mut count = 0u32;
-        for (i, piece) in data.chunks(chunk_size).enumerate() {
-            let i = u32::try_from(i).map_err(|_| {
-                Error::new(ErrorKind::TooLarge, "a session of over 4 billion chunks")
-                    .with_backend(BACKEND)
-            })?;
-            let chunk = chunk_key(&item, &generation, i);
-            set(&mut conn, &chunk, &encode_inline(expiry, piece), ttl, WHAT).await?;
-            count = i + 1;
-        }
-        let manifest = Manifest {
-            expiry,
-            generation,
-            count,
-            len: data.len() as u64,
-        };
+        let manifest = write_chunks(&mut conn, &item, data, expiry, ttl, capacity, WHAT).await?;
         set(&mut conn, &item, &encode_manifest(&manifest), ttl, WHAT).await?;
         if let Some(old) = previous {
             // The version this one replaced; chunks of versions it never saw (concurrent
@@ -505,6 +498,89 @@ impl Inner {
             delete_chunks(&mut conn, &item, &old, WHAT).await?;
         }
         Ok(())
+    }
+
+    /// Writes only when the live session's CAS value is `expected` (`None`: only when no
+    /// live session is stored). A small session is one `ms` with `C<cas>` (compare) or `ME`
+    /// (add) and `c` (return the new CAS value): memcached checks and stores atomically and
+    /// answers with the new version in the same reply.
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        const WHAT: &str = "committing a session";
+        let expiry = expiry_millis(expiry);
+        let now = now_millis();
+        let item = self.key(key)?;
+        let mut conn = self.conn(WHAT).await?;
+        if expiry <= now {
+            return delete_if(&mut conn, &item, expected, now, WHAT).await;
+        }
+        let ttl = exptime(expiry, now);
+        let capacity = self.item_capacity();
+        if EXPIRY_LEN + data.len() <= capacity {
+            let value = encode_inline(expiry, data);
+            if let Some(version) = expected {
+                return store_if(&mut conn, &item, &value, ttl, Some(version), WHAT).await;
+            }
+            if let Some(version) = store_if(&mut conn, &item, &value, ttl, None, WHAT).await? {
+                return Ok(Some(version));
+            }
+            // `add` found an item. An expired session counts as absent: replace it, if it
+            // is still the one just read.
+            return match meta_get(&mut conn, &item, WHAT).await? {
+                Some(current) if !current.is_live(now)? => {
+                    let written =
+                        store_if(&mut conn, &item, &value, ttl, Some(current.cas), WHAT).await?;
+                    if written.is_some() {
+                        delete_chunks_of(&mut conn, &item, &current, WHAT).await?;
+                    }
+                    Ok(written)
+                }
+                // Live, or gone since: a conflict either way (the caller reloads).
+                _ => Ok(None),
+            };
+        }
+        // Too big for one item: read what is there first (its CAS value and the chunks it
+        // lists), and write nothing when it is not the expected version. Then the chunks
+        // under a fresh generation, then the manifest, stored only if the item still has
+        // the CAS value read (or, when nothing was there, only if it is still absent).
+        let current = meta_get(&mut conn, &item, WHAT).await?;
+        let live = match &current {
+            Some(c) if c.is_live(now)? => Some(c.cas),
+            _ => None,
+        };
+        if live != expected {
+            return Ok(None);
+        }
+        let manifest = write_chunks(&mut conn, &item, data, expiry, ttl, capacity, WHAT).await?;
+        let compare = current.as_ref().map(|c| c.cas);
+        match store_if(
+            &mut conn,
+            &item,
+            &encode_manifest(&manifest),
+            ttl,
+            compare,
+            WHAT,
+        )
+        .await?
+        {
+            Some(version) => {
+                // The version replaced is exactly the one read: remove its chunks.
+                if let Some(old) = &current {
+                    delete_chunks_of(&mut conn, &item, old, WHAT).await?;
+                }
+                Ok(Some(version))
+            }
+            None => {
+                // Another commit won: the chunks just written belong to nothing.
+                delete_chunks(&mut conn, &item, &manifest, WHAT).await?;
+                Ok(None)
+            }
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -572,6 +648,162 @@ async fn manifest_of(
         }))
 }
 
+/// What `mg <item> v c` found: the stored bytes and the item's CAS value.
+struct Current {
+    value: Vec<u8>,
+    cas: u64,
+}
+
+impl Current {
+    /// Whether the session it holds has not expired at `now`.
+    fn is_live(&self, now: u64) -> Result<bool> {
+        Ok(match decode(&self.value)? {
+            Stored::Inline { expiry, .. } => expiry > now,
+            Stored::Chunked(manifest) => manifest.expiry > now,
+        })
+    }
+}
+
+/// The value and CAS value of `item`, in one `mg` (a meta get with `v` and `c`).
+async fn meta_get(
+    conn: &mut Connection,
+    item: &str,
+    what: &'static str,
+) -> Result<Option<Current>> {
+    let Some(found) = conn
+        .meta_get(item, false, None, Some(&["v", "c"]))
+        .await
+        .map_err(|e| mc_error(what, e))?
+    else {
+        return Ok(None);
+    };
+    let cas = found.cas.ok_or_else(no_cas_error)?;
+    Ok(Some(Current {
+        value: found.data.unwrap_or_default(),
+        cas,
+    }))
+}
+
+/// Stores `value` under `item` only if the item's CAS value is `compare` (`None`: only if
+/// there is no item), in one `ms`; returns the new CAS value, or `None` when the item did
+/// not match (nothing stored).
+async fn store_if(
+    conn: &mut Connection,
+    item: &str,
+    value: &[u8],
+    ttl: i64,
+    compare: Option<u64>,
+    what: &'static str,
+) -> Result<Option<u64>> {
+    let ttl = format!("T{ttl}");
+    let condition = match compare {
+        Some(cas) => format!("C{cas}"),
+        // Mode E: add.
+        None => "ME".to_owned(),
+    };
+    let flags = [ttl.as_str(), condition.as_str(), "c"];
+    match conn.meta_set(item, value, false, None, Some(&flags)).await {
+        Ok(Some(reply)) => match reply.status {
+            Some(Status::Stored) => reply.cas.map(Some).ok_or_else(no_cas_error),
+            Some(Status::Exists | Status::NotFound | Status::NotStored) => Ok(None),
+            _ => Err(Error::new(
+                ErrorKind::Backend,
+                format!("{what}: an unexpected reply to a compare-and-set"),
+            )
+            .with_backend(BACKEND)),
+        },
+        Ok(None) => Err(no_cas_error()),
+        Err(McError::Protocol(Status::Exists | Status::NotFound | Status::NotStored)) => Ok(None),
+        Err(e) => Err(mc_error(what, e)),
+    }
+}
+
+/// Deletes `item` only if its CAS value is still `cas`; false when it changed or went.
+async fn delete_item_if(
+    conn: &mut Connection,
+    item: &str,
+    cas: u64,
+    what: &'static str,
+) -> Result<bool> {
+    let compare = format!("C{cas}");
+    match conn.meta_delete(item, false, None, Some(&[&compare])).await {
+        Ok(_) => Ok(true),
+        Err(McError::Protocol(Status::Exists | Status::NotFound)) => Ok(false),
+        Err(e) => Err(mc_error(what, e)),
+    }
+}
+
+/// `commit_if` with an expiry already past: deletes the item when the live version is
+/// `expected` (an expired item when `expected` is `None`), by its CAS value.
+async fn delete_if(
+    conn: &mut Connection,
+    item: &str,
+    expected: Option<u64>,
+    now: u64,
+    what: &'static str,
+) -> Result<Option<u64>> {
+    let current = meta_get(conn, item, what).await?;
+    let live = match &current {
+        Some(c) if c.is_live(now)? => Some(c.cas),
+        _ => None,
+    };
+    if live != expected {
+        return Ok(None);
+    }
+    if let Some(current) = current {
+        if !delete_item_if(conn, item, current.cas, what).await? {
+            return Ok(None);
+        }
+        delete_chunks_of(conn, item, &current, what).await?;
+    }
+    // Nothing stored any more: a version no item has, never one the key had.
+    Ok(Some(scs_core::new_version()))
+}
+
+/// Writes `data` as chunks of `capacity` bytes under a fresh generation and returns the
+/// manifest that names them (not yet stored).
+async fn write_chunks(
+    conn: &mut Connection,
+    item: &str,
+    data: &[u8],
+    expiry: u64,
+    ttl: i64,
+    capacity: usize,
+    what: &'static str,
+) -> Result<Manifest> {
+    let generation = new_generation()?;
+    let chunk_size = capacity - EXPIRY_LEN;
+    let mut count = 0u32;
+    for (i, piece) in data.chunks(chunk_size).enumerate() {
+        let i = u32::try_from(i).map_err(|_| {
+            Error::new(ErrorKind::TooLarge, "a session of over 4 billion chunks")
+                .with_backend(BACKEND)
+        })?;
+        let chunk = chunk_key(item, &generation, i);
+        set(conn, &chunk, &encode_inline(expiry, piece), ttl, what).await?;
+        count = i + 1;
+    }
+    Ok(Manifest {
+        expiry,
+        generation,
+        count,
+        len: data.len() as u64,
+    })
+}
+
+/// Deletes the chunks `current` lists, when it is a manifest.
+async fn delete_chunks_of(
+    conn: &mut Connection,
+    item: &str,
+    current: &Current,
+    what: &'static str,
+) -> Result<()> {
+    if let Ok(Stored::Chunked(old)) = decode(&current.value) {
+        delete_chunks(conn, item, &old, what).await?;
+    }
+    Ok(())
+}
+
 async fn delete_chunks(
     conn: &mut Connection,
     item: &str,
@@ -598,6 +830,13 @@ fn expiry_millis(expiry: OffsetDateTime) -> u64 {
 
 fn now_millis() -> u64 {
     expiry_millis(OffsetDateTime::now_utc())
+}
+
+/// A [`Record`] of data stored until `expiry` (unix ms) at `version`.
+fn record(data: Vec<u8>, expiry: u64, version: u64) -> Result<Record> {
+    let expiry = OffsetDateTime::from_unix_timestamp_nanos(i128::from(expiry) * 1_000_000)
+        .map_err(|_| codec_error("a stored expiry is out of range"))?;
+    Ok(Record::new(data, expiry, version))
 }
 
 /// memcached's `exptime` for an expiry still ahead: whole seconds, rounded up and one more,
@@ -713,13 +952,15 @@ impl Store for MemcachedStore {
         // see the old expiry; extending it means rewriting the value, which is a commit.
         // Reads are exact to the millisecond (the expiry in the value), so the resolution
         // stays 1 ms although memcached's own TTL ticks in seconds.
-        Capabilities::new().with_native_ttl()
+        Capabilities::new().with_native_ttl().with_versioned()
     }
 
     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.inner
-            .timed("finding a session", self.inner.find(key))
-            .await
+        let found = self
+            .inner
+            .timed("finding a session", self.inner.find_record(key))
+            .await?;
+        Ok(found.map(|record| record.data))
     }
 
     async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
@@ -733,6 +974,27 @@ impl Store for MemcachedStore {
             .timed("deleting a session", self.inner.delete(key))
             .await
     }
+
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        self.inner
+            .timed("finding a session", self.inner.find_record(key))
+            .await
+    }
+
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        self.inner
+            .timed(
+                "committing a session",
+                self.inner.commit_if(key, data, expiry, expected),
+            )
+            .await
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -744,6 +1006,14 @@ fn config_error(message: impl Into<std::borrow::Cow<'static, str>>) -> Error {
 
 fn codec_error(message: &'static str) -> Error {
     Error::new(ErrorKind::Codec, message).with_backend(BACKEND)
+}
+
+fn no_cas_error() -> Error {
+    Error::new(
+        ErrorKind::Backend,
+        "the server sent no CAS value with a meta command (memcached 1.6 or later is needed)",
+    )
+    .with_backend(BACKEND)
 }
 
 fn mc_error(what: &'static str, e: McError) -> Error {
@@ -1006,6 +1276,162 @@ mod tests {
         drop(conn);
         assert_eq!(store.find("k").await.unwrap(), None);
         store.delete("k").await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_compare_and_set_commits_keep_the_chunks_consistent() {
+        let Some(store) = server_store().await else {
+            return;
+        };
+        let big: Vec<u8> = (0..2_500_000u32).map(|i| (i % 251) as u8).collect();
+        let hour = OffsetDateTime::now_utc() + Duration::from_secs(3600);
+
+        // Created: the version is the manifest item's CAS value.
+        let v1 = store
+            .commit_if("k", &big, hour, None)
+            .await
+            .unwrap()
+            .unwrap();
+        let r = store.find_record("k").await.unwrap().unwrap();
+        assert_eq!((r.data.as_slice(), r.version), (&big[..], v1));
+        let first = manifest(&store, "k").await;
+        assert!(
+            store
+                .commit_if("k", &big, hour, None)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // A stale version writes nothing, not even chunks.
+        let v2 = store
+            .commit_if("k", &big[..1_500_000], hour, Some(v1))
+            .await
+            .unwrap()
+            .unwrap();
+        let second = manifest(&store, "k").await;
+        assert_eq!(chunks_present(&store, "k", &first).await, 0, "replaced");
+        assert_eq!(chunks_present(&store, "k", &second).await, 2);
+        assert!(
+            store
+                .commit_if("k", &big, hour, Some(v1))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(manifest(&store, "k").await, second);
+        assert_eq!(
+            store.find("k").await.unwrap().as_deref(),
+            Some(&big[..1_500_000])
+        );
+
+        // A small session over a large one; the old chunks go with their TTL.
+        let v3 = store
+            .commit_if("k", b"small", hour, Some(v2))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.find_record("k").await.unwrap().unwrap().version, v3);
+
+        // A past expiry at the current version deletes the item (and a manifest's chunks).
+        let v4 = store
+            .commit_if("k", &big, hour, Some(v3))
+            .await
+            .unwrap()
+            .unwrap();
+        let fourth = manifest(&store, "k").await;
+        let past = OffsetDateTime::now_utc() - Duration::from_secs(1);
+        assert!(
+            store
+                .commit_if("k", b"", past, Some(v3))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .commit_if("k", b"", past, Some(v4))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(store.find_record("k").await.unwrap(), None);
+        assert_eq!(chunks_present(&store, "k", &fourth).await, 0);
+        store.delete("k").await.unwrap();
+    }
+
+    /// How many chunk items of `key` memcached holds (any generation), by a metadump.
+    async fn all_chunks(store: &MemcachedStore, key: &str) -> usize {
+        let item = store.inner.key(key).unwrap();
+        // metadump URL-encodes keys: compare the part after the prefix.
+        let suffix = format!("{}.", &item[store.prefix().len()..]);
+        let ns = store.prefix().trim_end_matches(':').to_owned();
+        let mut conn = store.inner.conn("test").await.unwrap();
+        let mut dump = conn.dump_keys().await.unwrap();
+        let mut n = 0;
+        while let Some(entry) = dump.next().await {
+            let key = String::from_utf8_lossy(&entry.unwrap().key).into_owned();
+            if key.contains(&ns) && key.contains(&suffix) {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_commit_that_loses_leaves_no_chunks() {
+        let Some(store) = server_store().await else {
+            return;
+        };
+        let big: Vec<u8> = (0..2_500_000u32).map(|i| (i % 251) as u8).collect();
+        let hour = OffsetDateTime::now_utc() + Duration::from_secs(3600);
+        let v = store
+            .commit_if("k", &big, hour, None)
+            .await
+            .unwrap()
+            .unwrap();
+        let (a, b) = (store.clone(), store.clone());
+        let (big_a, big_b) = (big.clone(), big[..2_000_000].to_vec());
+        let (ra, rb) = tokio::join!(
+            tokio::spawn(async move { a.commit_if("k", &big_a, hour, Some(v)).await }),
+            tokio::spawn(async move { b.commit_if("k", &big_b, hour, Some(v)).await }),
+        );
+        let (ra, rb) = (ra.unwrap().unwrap(), rb.unwrap().unwrap());
+        assert!(ra.is_some() != rb.is_some(), "exactly one wins");
+        let winner = manifest(&store, "k").await;
+        assert_eq!(
+            chunks_present(&store, "k", &winner).await,
+            winner.count as usize
+        );
+        assert_eq!(
+            all_chunks(&store, "k").await,
+            winner.count as usize,
+            "the first version's and the loser's chunks are gone"
+        );
+        store.delete("k").await.unwrap();
+        assert_eq!(all_chunks(&store, "k").await, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_expired_item_still_held_counts_as_absent() {
+        let Some(store) = server_store().await else {
+            return;
+        };
+        // memcached keeps the item a second or two past the expiry in its value.
+        let item = store.inner.key("e").unwrap();
+        let past = now_millis() - 10;
+        let mut conn = store.inner.conn("test").await.unwrap();
+        set(&mut conn, &item, &encode_inline(past, b"old"), 60, "test")
+            .await
+            .unwrap();
+        let held = meta_get(&mut conn, &item, "test").await.unwrap().unwrap();
+        drop(conn);
+        assert_eq!(store.find_record("e").await.unwrap(), None);
+        let hour = OffsetDateTime::now_utc() + Duration::from_secs(3600);
+        let v = store.commit_if("e", b"new", hour, None).await.unwrap();
+        assert!(v.is_some_and(|v| v != held.cas));
+        assert_eq!(store.find("e").await.unwrap().as_deref(), Some(&b"new"[..]));
+        store.delete("e").await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

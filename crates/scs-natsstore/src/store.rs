@@ -5,7 +5,9 @@ use async_nats::jetstream::response::Response;
 use async_nats::jetstream::{self, kv};
 use futures_util::TryStreamExt as _;
 use scs_core::time::OffsetDateTime;
-use scs_core::{Capabilities, Entry, Error, ErrorKind, IterableStore, Result, Store, async_trait};
+use scs_core::{
+    Capabilities, Entry, Error, ErrorKind, IterableStore, Record, Result, Store, async_trait,
+};
 use scs_tokio::CleanupTask;
 use serde::de::IgnoredAny;
 
@@ -41,6 +43,9 @@ const SWEEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// expired keys (every minute by default), and the bucket's max age (30 days by default)
 /// is a backstop. A session larger than one message is split into chunk keys written before
 /// the key that lists them, so a reader never sees a mix of two versions.
+///
+/// Versions ([`Store::find_record`], [`Store::commit_if`]) are the key's revision, which
+/// JetStream compares on publish.
 ///
 /// The bucket is created by [`migrate`](Self::migrate), never silently. Cloning is cheap
 /// and clones share the connection; dropping the last clone stops the cleanup task.
@@ -430,7 +435,25 @@ impl Inner {
         key: &str,
         what: &'static str,
     ) -> Result<Option<bytes::Bytes>> {
-        kv.get(key).await.map_err(|e| nats_error(what, e))
+        Ok(self
+            .entry(kv, key, what)
+            .await?
+            .and_then(|current| current.value))
+    }
+
+    /// The last message of `key` with its revision (its stream sequence), in one direct
+    /// get.
+    async fn entry(
+        &self,
+        kv: &kv::Store,
+        key: &str,
+        what: &'static str,
+    ) -> Result<Option<Current>> {
+        let entry = kv.entry(key).await.map_err(|e| nats_error(what, e))?;
+        Ok(entry.map(|entry| Current {
+            value: (entry.operation == kv::Operation::Put).then_some(entry.value),
+            revision: entry.revision,
+        }))
     }
 
     /// Makes sure the connection works right now, before a write.
@@ -474,16 +497,48 @@ impl Inner {
         value: Vec<u8>,
         what: &'static str,
     ) -> Result<()> {
+        self.publish(kv, key, expiry, value, None, what)
+            .await
+            .map(drop)
+    }
+
+    /// [`put`](Self::put), and with `expected` only if the key's last message is that
+    /// revision (0: only if the key has no message): the server checks the
+    /// `Nats-Expected-Last-Subject-Sequence` header and stores atomically, as
+    /// async-nats's `kv::Store::update` does (which cannot add the expiry header). Returns
+    /// the new revision, or `None` when the key was at another revision (nothing stored).
+    async fn publish(
+        &self,
+        kv: &kv::Store,
+        key: &str,
+        expiry: u64,
+        value: Vec<u8>,
+        expected: Option<u64>,
+        what: &'static str,
+    ) -> Result<Option<u64>> {
+        use async_nats::jetstream::context::PublishErrorKind;
         self.ensure_connected(what).await?;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(EXPIRES_HEADER, expiry.to_string().as_str());
-        self.context
+        if let Some(revision) = expected {
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                revision.to_string().as_str(),
+            );
+        }
+        let ack = self
+            .context
             .publish_with_headers(Self::subject(kv, key), headers, value.into())
             .await
             .map_err(|e| nats_error(what, e))?
-            .await
-            .map(drop)
-            .map_err(|e| nats_error(what, e))
+            .await;
+        match ack {
+            Ok(ack) => Ok(Some(ack.sequence)),
+            Err(e) if expected.is_some() && e.kind() == PublishErrorKind::WrongLastSequence => {
+                Ok(None)
+            }
+            Err(e) => Err(nats_error(what, e)),
+        }
     }
 
     /// Removes every message of `filter` (a subject or wildcard of this bucket) older than
@@ -508,26 +563,37 @@ impl Inner {
         format!("{}{key}", kv.prefix)
     }
 
-    async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
+    /// The live session under `key` with its expiry and version (the revision of the key:
+    /// of the manifest for a chunked session), in one direct get (and one more per chunk of
+    /// a large session).
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
         const WHAT: &str = "finding a session";
         validate_key(key)?;
         let kv = self.kv(WHAT).await?;
         // A second look when a chunk is missing: the session was replaced while it was read.
         for _ in 0..2 {
-            let Some(value) = self.get(&kv, key, WHAT).await? else {
+            let Some(Current {
+                value: Some(value),
+                revision,
+            }) = self.entry(&kv, key, WHAT).await?
+            else {
                 return Ok(None);
             };
             let now = now_millis();
             match decode(&value)? {
                 Stored::Inline { expiry, data } => {
-                    return Ok((expiry > now).then(|| data.to_vec()));
+                    return if expiry > now {
+                        record(data.to_vec(), expiry, revision).map(Some)
+                    } else {
+                        Ok(None)
+                    };
                 }
                 Stored::Chunked(manifest) => {
                     if manifest.expiry <= now {
                         return Ok(None);
                     }
                     if let Some(data) = self.read_chunks(&kv, key, &manifest).await? {
-                        return Ok(Some(data));
+                        return record(data, manifest.expiry, revision).map(Some);
                     }
                 }
             }
@@ -570,16 +636,7 @@ impl Inner {
             return self.delete(key).await;
         }
         let kv = self.kv(WHAT).await?;
-        let max_age = kv.stream.cached_info().config.max_age;
-        if !max_age.is_zero() && Duration::from_millis(expiry - now) > max_age {
-            return Err(Error::new(
-                ErrorKind::Config,
-                format!(
-                    "{WHAT}: the session expires after the bucket's max age ({max_age:?}) would drop it; raise max_age and run migrate()"
-                ),
-            )
-            .with_backend(BACKEND));
-        }
+        check_max_age(&kv, expiry, now, WHAT)?;
         let capacity = self.capacity(&kv);
         if EXPIRY_LEN + data.len() <= capacity {
             // One put replaces data and expiry together (the bucket keeps one value per key).
@@ -597,24 +654,9 @@ impl Inner {
                 Ok(Stored::Chunked(m)) => Some(m),
                 _ => None,
             });
-        let generation = new_generation()?;
-        let mut count = 0u32;
-        for (i, piece) in data.chunks(capacity - EXPIRY_LEN).enumerate() {
-            let i = u32::try_from(i).map_err(|_| {
-                Error::new(ErrorKind::TooLarge, "a session of over 4 billion chunks")
-                    .with_backend(BACKEND)
-            })?;
-            let chunk = chunk_key(key, &generation, i);
-            self.put(&kv, &chunk, expiry, encode_inline(expiry, piece), WHAT)
-                .await?;
-            count = i + 1;
-        }
-        let manifest = Manifest {
-            expiry,
-            generation,
-            count,
-            len: data.len() as u64,
-        };
+        let manifest = self
+            .write_chunks(&kv, key, data, expiry, capacity, WHAT)
+            .await?;
         self.put(&kv, key, expiry, encode_manifest(&manifest), WHAT)
             .await?;
         if let Some(old) = previous {
@@ -623,6 +665,177 @@ impl Inner {
             // their expiry passes.
             let filter = format!("{}.{}.>", Self::subject(&kv, key), old.generation);
             self.purge(&kv, filter, None, WHAT).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes only when the live session's revision is `expected` (`None`: only when no
+    /// live session is stored). A small session is one publish that the server stores only
+    /// if the key's last message is that revision (0 for none), in the same step.
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        const WHAT: &str = "committing a session";
+        validate_key(key)?;
+        let expiry = expiry_millis(expiry);
+        let now = now_millis();
+        let kv = self.kv(WHAT).await?;
+        if expiry <= now {
+            return self.delete_if(&kv, key, expiry, expected, now).await;
+        }
+        check_max_age(&kv, expiry, now, WHAT)?;
+        let capacity = self.capacity(&kv);
+        if EXPIRY_LEN + data.len() <= capacity {
+            let value = encode_inline(expiry, data);
+            let compare = Some(expected.unwrap_or(0));
+            let written = self
+                .publish(&kv, key, expiry, value.clone(), compare, WHAT)
+                .await?;
+            if written.is_some() || expected.is_some() {
+                return Ok(written);
+            }
+            // The key has a message. An expired session (or a delete marker) counts as
+            // absent: replace it, if it is still the message just read.
+            return match self.entry(&kv, key, WHAT).await? {
+                Some(current) if !current.is_live(now)? => {
+                    let written = self
+                        .publish(&kv, key, expiry, value, Some(current.revision), WHAT)
+                        .await?;
+                    if written.is_some() {
+                        self.purge_chunks_of(&kv, key, &current, WHAT).await?;
+                    }
+                    Ok(written)
+                }
+                // Live, or purged since: a conflict either way (the caller reloads).
+                _ => Ok(None),
+            };
+        }
+        // Too big for one message: read what is there first (its revision and the chunks
+        // it lists), and write nothing when it is not the expected version. Then the chunks
+        // under a fresh generation, then the manifest, stored only if the key is still at
+        // the revision read (or still has no message).
+        let current = self.entry(&kv, key, WHAT).await?;
+        let live = match &current {
+            Some(c) if c.is_live(now)? => Some(c.revision),
+            _ => None,
+        };
+        if live != expected {
+            return Ok(None);
+        }
+        let manifest = self
+            .write_chunks(&kv, key, data, expiry, capacity, WHAT)
+            .await?;
+        let compare = current.as_ref().map_or(0, |c| c.revision);
+        let written = self
+            .publish(
+                &kv,
+                key,
+                expiry,
+                encode_manifest(&manifest),
+                Some(compare),
+                WHAT,
+            )
+            .await?;
+        match (&written, &current) {
+            // The version replaced is exactly the one read: purge its chunks.
+            (Some(_), Some(old)) => self.purge_chunks_of(&kv, key, old, WHAT).await?,
+            (Some(_), None) => {}
+            // Another commit won: the chunks just written belong to nothing.
+            (None, _) => {
+                let filter = format!("{}.{}.>", Self::subject(&kv, key), manifest.generation);
+                self.purge(&kv, filter, None, WHAT).await?;
+            }
+        }
+        Ok(written)
+    }
+
+    /// `commit_if` with an expiry already past: when the live version is `expected` (an
+    /// expired or no value when `expected` is `None`), replaces the value with an expired
+    /// one at that revision (JetStream cannot purge conditionally), then purges the key up
+    /// to that write, and the chunks the replaced value listed.
+    async fn delete_if(
+        &self,
+        kv: &kv::Store,
+        key: &str,
+        expiry: u64,
+        expected: Option<u64>,
+        now: u64,
+    ) -> Result<Option<u64>> {
+        const WHAT: &str = "deleting a session";
+        let current = self.entry(kv, key, WHAT).await?;
+        let live = match &current {
+            Some(c) if c.is_live(now)? => Some(c.revision),
+            _ => None,
+        };
+        if live != expected {
+            return Ok(None);
+        }
+        let Some(current) = current else {
+            // Nothing stored: a version no message has, never one the key had.
+            return Ok(Some(scs_core::new_version()));
+        };
+        let expired = encode_inline(expiry, &[]);
+        let Some(revision) = self
+            .publish(kv, key, expiry, expired, Some(current.revision), WHAT)
+            .await?
+        else {
+            return Ok(None);
+        };
+        // Up to that write only: a commit that landed since is kept.
+        self.purge(kv, Self::subject(kv, key), Some(revision + 1), WHAT)
+            .await?;
+        self.purge_chunks_of(kv, key, &current, WHAT).await?;
+        Ok(Some(revision))
+    }
+
+    /// Writes `data` as chunks of `capacity` bytes (less the expiry) under a fresh
+    /// generation and returns the manifest that names them (not yet stored).
+    async fn write_chunks(
+        &self,
+        kv: &kv::Store,
+        key: &str,
+        data: &[u8],
+        expiry: u64,
+        capacity: usize,
+        what: &'static str,
+    ) -> Result<Manifest> {
+        let generation = new_generation()?;
+        let mut count = 0u32;
+        for (i, piece) in data.chunks(capacity - EXPIRY_LEN).enumerate() {
+            let i = u32::try_from(i).map_err(|_| {
+                Error::new(ErrorKind::TooLarge, "a session of over 4 billion chunks")
+                    .with_backend(BACKEND)
+            })?;
+            let chunk = chunk_key(key, &generation, i);
+            self.put(kv, &chunk, expiry, encode_inline(expiry, piece), what)
+                .await?;
+            count = i + 1;
+        }
+        Ok(Manifest {
+            expiry,
+            generation,
+            count,
+            len: data.len() as u64,
+        })
+    }
+
+    /// Purges the chunks `current` lists, when it is a manifest.
+    async fn purge_chunks_of(
+        &self,
+        kv: &kv::Store,
+        key: &str,
+        current: &Current,
+        what: &'static str,
+    ) -> Result<()> {
+        if let Some(value) = &current.value
+            && let Ok(Stored::Chunked(old)) = decode(value)
+        {
+            let filter = format!("{}.{}.>", Self::subject(kv, key), old.generation);
+            self.purge(kv, filter, None, what).await?;
         }
         Ok(())
     }
@@ -656,8 +869,8 @@ impl Inner {
         const WHAT: &str = "listing the sessions";
         let mut out = Vec::new();
         for key in self.session_keys(WHAT).await? {
-            match self.find(&key).await {
-                Ok(Some(data)) => out.push((key, data)),
+            match self.find_record(&key).await {
+                Ok(Some(record)) => out.push((key, record.data)),
                 // Gone since listed, or expired.
                 Ok(None) => {}
                 // Not written by this store (a key NATS allows but a store key may not
@@ -760,6 +973,42 @@ fn validate_key(key: &str) -> Result<()> {
     }
 }
 
+/// The last message of a key, as [`Inner::entry`] read it.
+struct Current {
+    /// The value; `None` for a delete or purge marker.
+    value: Option<bytes::Bytes>,
+    revision: u64,
+}
+
+impl Current {
+    /// Whether it holds a session that has not expired at `now`.
+    fn is_live(&self, now: u64) -> Result<bool> {
+        let Some(value) = &self.value else {
+            return Ok(false);
+        };
+        Ok(match decode(value)? {
+            Stored::Inline { expiry, .. } => expiry > now,
+            Stored::Chunked(manifest) => manifest.expiry > now,
+        })
+    }
+}
+
+/// A session that would outlive the bucket's max age is refused: JetStream would drop it
+/// early.
+fn check_max_age(kv: &kv::Store, expiry: u64, now: u64, what: &'static str) -> Result<()> {
+    let max_age = kv.stream.cached_info().config.max_age;
+    if !max_age.is_zero() && Duration::from_millis(expiry.saturating_sub(now)) > max_age {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "{what}: the session expires after the bucket's max age ({max_age:?}) would drop it; raise max_age and run migrate()"
+            ),
+        )
+        .with_backend(BACKEND));
+    }
+    Ok(())
+}
+
 fn chunk_key(key: &str, generation: &str, i: u32) -> String {
     format!("{key}.{generation}.{i}")
 }
@@ -784,6 +1033,13 @@ fn expiry_millis(expiry: OffsetDateTime) -> u64 {
 
 fn now_millis() -> u64 {
     expiry_millis(OffsetDateTime::now_utc())
+}
+
+/// A [`Record`] of data stored until `expiry` (unix ms) at `version`.
+fn record(data: Vec<u8>, expiry: u64, version: u64) -> Result<Record> {
+    let expiry = OffsetDateTime::from_unix_timestamp_nanos(i128::from(expiry) * 1_000_000)
+        .map_err(|_| codec_error("a stored expiry is out of range"))?;
+    Ok(Record::new(data, expiry, version))
 }
 
 enum Stored<'a> {
@@ -869,11 +1125,11 @@ impl Store for NatsStore {
         // No native TTL: NATS 2.9 expires values only by the bucket's max age, the same for
         // every key, so the cleanup task removes expired sessions. No touch: the expiry
         // lives in the value, and rewriting the value is a commit.
-        Capabilities::new().with_iterate()
+        Capabilities::new().with_iterate().with_versioned()
     }
 
     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.inner.find(key).await
+        Ok(self.inner.find_record(key).await?.map(|record| record.data))
     }
 
     async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
@@ -882,6 +1138,20 @@ impl Store for NatsStore {
 
     async fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key).await
+    }
+
+    async fn find_record(&self, key: &str) -> Result<Option<Record>> {
+        self.inner.find_record(key).await
+    }
+
+    async fn commit_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>> {
+        self.inner.commit_if(key, data, expiry, expected).await
     }
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {
@@ -1135,6 +1405,97 @@ mod tests {
         assert_eq!(store.find("e").await.unwrap(), None);
         assert_eq!(store.delete_expired().await.unwrap(), 1);
         assert_eq!(raw_keys(&store).await, 1);
+
+        store.delete_bucket().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_compare_and_set_commits_keep_the_chunks_consistent() {
+        let Some(store) = server_store().await else {
+            return;
+        };
+        let big: Vec<u8> = (0..2_500_000u32).map(|i| (i % 251) as u8).collect();
+        let hour = OffsetDateTime::now_utc() + Duration::from_secs(3600);
+
+        // Created: the version is the manifest's revision.
+        let v1 = store
+            .commit_if("k", &big, hour, None)
+            .await
+            .unwrap()
+            .unwrap();
+        let r = store.find_record("k").await.unwrap().unwrap();
+        assert_eq!((r.data.as_slice(), r.version), (&big[..], v1));
+        assert_eq!(raw_keys(&store).await, 1 + 3);
+        assert!(
+            store
+                .commit_if("k", &big, hour, None)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // The replaced version's chunks are purged; a stale version writes nothing.
+        let v2 = store
+            .commit_if("k", &big[..1_500_000], hour, Some(v1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(raw_keys(&store).await, 1 + 2);
+        assert!(
+            store
+                .commit_if("k", &big, hour, Some(v1))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(raw_keys(&store).await, 1 + 2);
+        assert_eq!(store.find_record("k").await.unwrap().unwrap().version, v2);
+
+        // Two large commits on one version: one wins, the loser's chunks are purged.
+        let (a, b) = (store.clone(), store.clone());
+        let (big_a, big_b) = (big.clone(), big[..2_000_000].to_vec());
+        let (ra, rb) = tokio::join!(
+            tokio::spawn(async move { a.commit_if("k", &big_a, hour, Some(v2)).await }),
+            tokio::spawn(async move { b.commit_if("k", &big_b, hour, Some(v2)).await }),
+        );
+        let (ra, rb) = (ra.unwrap().unwrap(), rb.unwrap().unwrap());
+        assert!(ra.is_some() != rb.is_some(), "exactly one wins");
+        let v3 = ra.or(rb).unwrap();
+        let chunks = if ra.is_some() { 3 } else { 2 };
+        assert_eq!(raw_keys(&store).await, 1 + chunks);
+
+        // A past expiry at the current version removes the key and its chunks.
+        let past = OffsetDateTime::now_utc() - Duration::from_secs(1);
+        assert!(
+            store
+                .commit_if("k", b"", past, Some(v2))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .commit_if("k", b"", past, Some(v3))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(store.find_record("k").await.unwrap(), None);
+        assert_eq!(raw_keys(&store).await, 0);
+
+        // An expired value the cleanup has not purged yet counts as absent.
+        let soon = OffsetDateTime::now_utc() + Duration::from_millis(200);
+        store.commit("e", b"old", soon).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(store.find_record("e").await.unwrap(), None);
+        assert!(
+            store
+                .commit_if("e", b"new", hour, None)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(store.find("e").await.unwrap().as_deref(), Some(&b"new"[..]));
 
         store.delete_bucket().await.unwrap();
     }
