@@ -4,7 +4,9 @@
 //! the one place that maps command names to modules.
 
 mod browser;
+mod fuzz;
 mod services;
+mod soak;
 mod test;
 
 use std::process::ExitCode;
@@ -24,6 +26,11 @@ commands:
   browser [--no-install]
                    the real-browser check: headless Chromium (Debian's chromium and
                    chromium-driver, installed when missing) signs in to the demo
+  fuzz [--seconds N] [target...]
+                   run each libFuzzer target N seconds; executions and crashes per target
+  soak [--requests N] [--sessions N] [--store postgres|redis|URL] [--seconds N]
+                   two app processes on one store under load; every counter checked
+                   (`cargo xtask soak --help` for options)
   protoc-path      print the path of the vendored protoc binary (for PROTOC)
   protoc-include   print the vendored protobuf include dir (google/protobuf/*.proto)
 ";
@@ -48,6 +55,8 @@ fn run(args: &[String]) -> anyhow::Result<ExitCode> {
         "services" => services::main(rest),
         "test" => test::main(rest),
         "browser" => browser::main(rest),
+        "fuzz" => fuzz::main(rest),
+        "soak" => soak::main(rest),
         "protoc-path" => {
             let path = protoc_bin_vendored::protoc_bin_path()
                 .context("no vendored protoc for this platform; install protobuf-compiler")?;

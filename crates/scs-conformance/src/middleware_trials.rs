@@ -43,6 +43,10 @@ trials! {
     iterate_sees_committed_sessions: Iterate,
     concurrent_requests_lose_no_update: Versioned,
     concurrent_writes_to_one_key_keep_one_whole_value: Versioned,
+    renewed_token_forwards_in_flight_requests_during_the_grace: Nothing,
+    sign_out_everywhere_keeps_only_the_current_session: Versioned,
+    encrypted_codec_keeps_no_plaintext_in_the_store: Nothing,
+    idle_touch_is_throttled: VersionedTouch,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -110,6 +114,14 @@ async fn handle(
             .await
             .map(|()| "renewed".to_owned())
             .unwrap_or_else(|e| e.to_string()),
+        ["login", user] => match session
+            .renew_token()
+            .await
+            .and_then(|()| session.set_user(user))
+        {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => e.to_string(),
+        },
         ["remember", on] => {
             session.remember_me(*on == "1");
             "ok".to_owned()
@@ -531,6 +543,126 @@ async fn concurrent_writes_to_one_key_keep_one_whole_value(t: &TrialCtx) -> anyh
         whole,
         "the key holds {:?}, none of the values written",
         r.body
+    );
+    Ok(())
+}
+
+async fn renewed_token_forwards_in_flight_requests_during_the_grace(
+    t: &TrialCtx,
+) -> anyhow::Result<()> {
+    let (_, store) = counted(t).await?;
+    let app = App::new(
+        builder(store)
+            .renew_grace(Duration::from_secs(30))
+            .build()?,
+    );
+    let old = new_session(&app, "user", "ada").await?;
+    let new = app
+        .get("/renew", Some(&old))
+        .await?
+        .token()
+        .context("no cookie after renew")?;
+    ensure!(new != old, "renew kept the token");
+    // In flight with the old token: reads and writes reach the renewed session.
+    expect_value(&app, &old, "user", "ada").await?;
+    let r = app.get("/put/cart/3", Some(&old)).await?;
+    ensure!(
+        r.status == 200,
+        "a write with the old token answered {}: {}",
+        r.status,
+        r.body
+    );
+    ensure!(
+        r.set_cookie.is_empty(),
+        "the old token's response set a cookie: {:?}",
+        r.set_cookie
+    );
+    expect_value(&app, &new, "cart", "3").await
+}
+
+async fn sign_out_everywhere_keeps_only_the_current_session(t: &TrialCtx) -> anyhow::Result<()> {
+    let (_, store) = counted(t).await?;
+    let manager = builder(store).build()?;
+    let app = App::new(manager.clone());
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        let r = app.get("/login/ada", None).await?;
+        ensure!(r.status == 200, "login answered {}: {}", r.status, r.body);
+        tokens.push(r.token().context("no cookie after login")?);
+    }
+    let bob = app
+        .get("/login/bob", None)
+        .await?
+        .token()
+        .context("no cookie")?;
+    let listed = manager.user_sessions("ada").await?;
+    ensure!(
+        listed.len() == 3,
+        "user_sessions listed {} sessions, expected 3",
+        listed.len()
+    );
+    let current = manager.load(Some(&tokens[0])).await?;
+    let revoked = manager.revoke_user("ada", Some(&current)).await?;
+    ensure!(revoked == 2, "revoke_user revoked {revoked}, expected 2");
+    for t in &tokens[1..] {
+        ensure!(
+            manager.load(Some(t)).await?.user().is_none(),
+            "a revoked session still loads"
+        );
+    }
+    ensure!(
+        manager.load(Some(&tokens[0])).await?.user().as_deref() == Some("ada"),
+        "the kept session is gone"
+    );
+    ensure!(
+        manager.load(Some(&bob)).await?.user().as_deref() == Some("bob"),
+        "another user was signed out"
+    );
+    Ok(())
+}
+
+async fn encrypted_codec_keeps_no_plaintext_in_the_store(t: &TrialCtx) -> anyhow::Result<()> {
+    let (raw, store) = counted(t).await?;
+    let app = App::new(
+        builder(store)
+            .codec(scs::AeadCodec::new(1, [7; 32]))
+            .build()?,
+    );
+    let token = new_session(&app, "secret", "plaintext-marker-4111").await?;
+    let bytes = raw
+        .find_ctx(&Context::new(), &token::store_key(&token, true))
+        .await?
+        .context("nothing stored")?;
+    ensure!(
+        !bytes.windows(21).any(|w| w == b"plaintext-marker-4111"),
+        "the value is readable in the store"
+    );
+    expect_value(&app, &token, "secret", "plaintext-marker-4111").await
+}
+
+async fn idle_touch_is_throttled(t: &TrialCtx) -> anyhow::Result<()> {
+    let (_, store) = counted(t).await?;
+    let counts = store.clone();
+    let app = App::new(
+        builder(store)
+            .idle_timeout(Duration::from_secs(600))
+            .touch_interval(Duration::from_secs(60))
+            .build()?,
+    );
+    let token = new_session(&app, "a", "1").await?;
+    let writes = counts.counts().writes();
+    for _ in 0..10 {
+        let r = app.get("/get/a", Some(&token)).await?;
+        ensure!(r.body == "1", "read gave {:?}", r.body);
+        ensure!(
+            r.set_cookie.is_empty(),
+            "a read within the touch interval re-sent the cookie"
+        );
+    }
+    ensure!(
+        counts.counts().writes() == writes,
+        "{} store writes for 10 reads within the touch interval",
+        counts.counts().writes() - writes
     );
     Ok(())
 }

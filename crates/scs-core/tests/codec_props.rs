@@ -152,15 +152,11 @@ proptest! {
     }
 
     #[test]
-    #[ignore = "library bug: serde_json parses floats best-effort (1 ULP off) without its \
-                `float_roundtrip` feature; enable it on the workspace serde_json dependency"]
     fn json_round_trips_any_value_map((nanos, models) in session(true)) {
         round_trip(&JsonCodec, nanos, &models, true);
     }
 
     #[test]
-    #[ignore = "library bug: serde_json parses floats best-effort (1 ULP off) without its \
-                `float_roundtrip` feature; enable it on the workspace serde_json dependency"]
     fn json_keeps_every_f64_bit_for_bit(f in finite_f64()) {
         let mut models = BTreeMap::new();
         models.insert("f".to_owned(), Model::F64(f));

@@ -730,7 +730,12 @@ fn humanize(d: Duration) -> String {
 /// plain `500 Internal Server Error`.
 pub fn default_error_handler() -> ErrorHandler {
     Arc::new(|error: &Error| {
-        tracing::error!(error = %error, source = ?std::error::Error::source(error), "session error");
+        if error.kind() == ErrorKind::Codec {
+            // A codec's source may quote the stored bytes it could not read: user data.
+            tracing::error!(error = %error, "session error");
+        } else {
+            tracing::error!(error = %error, source = ?std::error::Error::source(error), "session error");
+        }
         let mut res = Response::new(Bytes::from_static(b"Internal Server Error"));
         *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         res.headers_mut().insert(
