@@ -3,6 +3,7 @@
 //! Each command lives in its own module with a `main(args) -> Result<ExitCode>`; `run` below is
 //! the one place that maps command names to modules.
 
+mod bench;
 mod browser;
 mod fuzz;
 mod services;
@@ -23,6 +24,8 @@ commands:
   test [package...] [-- args]
                    run every test and the conformance suite per backend, then print
                    a table of backends (passed / failed / skipped with the reason)
+  bench [--smoke]  the benchmark report, scs against tower-sessions in the same run
+                   (`cargo xtask bench --help` for options)
   browser [--no-install]
                    the real-browser check: headless Chromium (Debian's chromium and
                    chromium-driver, installed when missing) signs in to the demo
@@ -55,6 +58,7 @@ fn run(args: &[String]) -> anyhow::Result<ExitCode> {
         "services" => services::main(rest),
         "test" => test::main(rest),
         "browser" => browser::main(rest),
+        "bench" => bench::main(rest),
         "fuzz" => fuzz::main(rest),
         "soak" => soak::main(rest),
         "protoc-path" => {
@@ -70,7 +74,7 @@ fn run(args: &[String]) -> anyhow::Result<ExitCode> {
             println!("{}", path.display());
             Ok(ExitCode::SUCCESS)
         }
-        // Room for: "bench", "check-stores", "new-store" (one module each).
+        // Room for: "check-stores", "new-store" (one module each).
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
