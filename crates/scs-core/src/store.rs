@@ -91,6 +91,10 @@ pub struct Capabilities {
     /// [`Store::find_record`] and [`Store::commit_if`]: versioned reads and
     /// compare-and-set commits, so concurrent requests never lose each other's updates.
     pub versioned: bool,
+    /// The store reads the per-request [`Context`] (a [`CtxStore`] that picks a tenant's
+    /// database, say): the middleware then copies the request's extensions into it.
+    /// Plain [`Store`]s ignore the context, and the copy is skipped.
+    pub context: bool,
     /// The finest expiry the backend keeps (1 ms unless the backend is coarser).
     pub expiry_resolution: Duration,
 }
@@ -103,6 +107,7 @@ impl Capabilities {
             native_ttl: false,
             touch: false,
             versioned: false,
+            context: false,
             expiry_resolution: Duration::from_millis(1),
         }
     }
@@ -132,6 +137,13 @@ impl Capabilities {
     #[must_use]
     pub const fn with_versioned(mut self) -> Self {
         self.versioned = true;
+        self
+    }
+
+    /// Declares that the store reads the per-request [`Context`].
+    #[must_use]
+    pub const fn with_context(mut self) -> Self {
+        self.context = true;
         self
     }
 

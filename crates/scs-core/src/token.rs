@@ -58,17 +58,27 @@ pub fn generate() -> String {
 /// ```
 pub fn is_valid(token: &str) -> bool {
     let b = token.as_bytes();
-    if b.len() != TOKEN_LEN
-        || !b
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
-    {
+    let Some((&last, body)) = b.split_last() else {
         return false;
+    };
+    // 43 characters carry 258 bits for 256 bits of data: the last character's low two
+    // bits must be zero, or it is not the canonical encoding of 32 bytes. Checked on the
+    // alphabet directly (this runs on every request), no decoding.
+    b.len() == TOKEN_LEN
+        && body.iter().all(|&c| base64url_value(c).is_some())
+        && base64url_value(last).is_some_and(|v| v & 0b11 == 0)
+}
+
+/// The 6-bit value of a base64url character.
+const fn base64url_value(c: u8) -> Option<u8> {
+    match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'-' => Some(62),
+        b'_' => Some(63),
+        _ => None,
     }
-    // 43 chars carry 258 bits for 256 bits of data: the last character's low 2 bits must be
-    // zero, or it is not the canonical encoding of 32 bytes.
-    let mut out = [0u8; 33];
-    matches!(URL_SAFE_NO_PAD.decode_slice(b, &mut out), Ok(32))
 }
 
 /// The key a session is stored under.
@@ -131,6 +141,22 @@ mod tests {
         assert!(!is_valid(&t[..42]));
         assert!(!is_valid(&format!("{t}A")));
         assert!(!is_valid(&format!("{}é", &t[..41])));
+    }
+
+    #[test]
+    fn alphabet_check_agrees_with_decoding() {
+        // Every possible last character: valid exactly when it decodes canonically.
+        let t = generate();
+        for c in 0u8..=255 {
+            let candidate = format!("{}{}", &t[..42], c as char);
+            let mut out = [0u8; 33];
+            let decodes = candidate.len() == TOKEN_LEN
+                && matches!(
+                    URL_SAFE_NO_PAD.decode_slice(candidate.as_bytes(), &mut out),
+                    Ok(32)
+                );
+            assert_eq!(is_valid(&candidate), decodes, "last char {c}");
+        }
     }
 
     #[test]

@@ -41,9 +41,13 @@ pub struct MemoryStore {
     cleanup: Option<Arc<CleanupTask>>,
 }
 
+/// foldhash rather than SipHash: keys are hashed twice per call (shard, then map), and
+/// HashDoS resistance comes from the per-store random seed, which foldhash keeps.
+type Map = HashMap<String, Item, foldhash::fast::RandomState>;
+
 struct Inner {
-    shards: Box<[RwLock<HashMap<String, Item>>]>,
-    hasher: std::collections::hash_map::RandomState,
+    shards: Box<[RwLock<Map>]>,
+    hasher: foldhash::fast::RandomState,
     /// Source of versions: store-wide, so a key deleted and written again never gets a
     /// version it had before.
     versions: AtomicU64,
@@ -57,7 +61,7 @@ struct Item {
 }
 
 impl Inner {
-    fn shard(&self, key: &str) -> &RwLock<HashMap<String, Item>> {
+    fn shard(&self, key: &str) -> &RwLock<Map> {
         // The shard count is a power of two.
         let h = self.hasher.hash_one(key) as usize;
         &self.shards[h & (self.shards.len() - 1)]
@@ -186,7 +190,9 @@ impl MemoryStoreBuilder {
 
     fn build_unchecked(self) -> MemoryStore {
         let n = self.shards.clamp(1, 1 << 16).next_power_of_two();
-        let shards = (0..n).map(|_| RwLock::new(HashMap::new())).collect();
+        let shards = (0..n)
+            .map(|_| RwLock::new(Map::with_hasher(Default::default())))
+            .collect();
         MemoryStore {
             inner: Arc::new(Inner {
                 shards,

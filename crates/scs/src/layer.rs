@@ -104,7 +104,11 @@ where
         let manager = self.manager.clone();
         Box::pin(async move {
             let token = transport::read(&manager, req.headers());
-            let ctx = Context::new().with_extensions(req.extensions().clone());
+            let ctx = if manager.wants_context() {
+                Context::new().with_extensions(req.extensions().clone())
+            } else {
+                Context::new()
+            };
             let session = match manager.load_with_context(token.as_deref(), ctx).await {
                 Ok(session) => session,
                 Err(error) => return Ok(error_response(&manager, &error)),

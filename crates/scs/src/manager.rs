@@ -50,7 +50,46 @@ pub struct SessionManager {
     inner: Arc<ManagerInner>,
 }
 
+/// Counter handles, registered once with the `metrics` recorder installed when the
+/// manager is built (install the recorder first), so the hot path does no key lookups.
+struct Counters {
+    loads: metrics::Counter,
+    commits: metrics::Counter,
+    conflicts: metrics::Counter,
+    touches: metrics::Counter,
+    /// `scs_store_calls_total` by operation, in the order of `STORE_OPS`.
+    store_calls: Vec<metrics::Counter>,
+}
+
+const STORE_OPS: [&str; 6] = ["find", "commit", "commit_if", "delete", "touch", "all"];
+
+impl Counters {
+    fn new(backend: &'static str) -> Self {
+        Self {
+            loads: metrics::counter!("scs_loads_total", "backend" => backend),
+            commits: metrics::counter!("scs_commits_total", "backend" => backend),
+            conflicts: metrics::counter!("scs_conflicts_total", "backend" => backend),
+            touches: metrics::counter!("scs_touches_total", "backend" => backend),
+            store_calls: STORE_OPS
+                .iter()
+                .map(|op| metrics::counter!("scs_store_calls_total", "backend" => backend, "op" => *op))
+                .collect(),
+        }
+    }
+
+    fn store_call(&self, op: &str) {
+        if let Some(c) = STORE_OPS
+            .iter()
+            .position(|o| *o == op)
+            .and_then(|i| self.store_calls.get(i))
+        {
+            c.increment(1);
+        }
+    }
+}
+
 struct ManagerInner {
+    counters: Counters,
     /// Striped per-session commit locks (versioned stores).
     commit_turns: Box<[tokio::sync::Mutex<()>]>,
     turn_hasher: std::collections::hash_map::RandomState,
@@ -124,6 +163,7 @@ impl SessionManager {
         let caps = store.capabilities();
         Self {
             inner: Arc::new(ManagerInner {
+                counters: Counters::new(store.backend()),
                 commit_turns: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
                 turn_hasher: Default::default(),
                 caps,
@@ -202,12 +242,13 @@ impl SessionManager {
     /// # Errors
     /// As [`load`](Self::load).
     pub async fn load_with_context(&self, token: Option<&str>, ctx: Context) -> Result<Session> {
-        let span = tracing::debug_span!("scs.load", backend = self.inner.store.backend());
+        let backend = self.inner.store.backend();
+        let span = span(|| tracing::debug_span!("scs.load", backend));
         self.load_inner(token, ctx).instrument(span).await
     }
 
     async fn load_inner(&self, token: Option<&str>, ctx: Context) -> Result<Session> {
-        self.count("scs_loads_total");
+        self.inner.counters.loads.increment(1);
         let mut state = State::fresh(self);
         if let Some(token) = token.filter(|t| token::is_valid(t)) {
             let key = self.store_key(token);
@@ -274,7 +315,8 @@ impl SessionManager {
     /// The codec's or store's error, or [`ErrorKind::TooLarge`] when the encoded session
     /// exceeds `max_session_bytes` (nothing is stored then).
     pub async fn commit(&self, session: &Session) -> Result<(String, OffsetDateTime)> {
-        let span = tracing::debug_span!("scs.commit", backend = self.inner.store.backend());
+        let backend = self.inner.store.backend();
+        let span = span(|| tracing::debug_span!("scs.commit", backend));
         self.commit_inner(session).instrument(span).await
     }
 
@@ -322,7 +364,7 @@ impl SessionManager {
             };
             if !self.inner.caps.versioned {
                 self.store_commit_raw(ctx, &key, &bytes, expiry).await?;
-                self.count("scs_commits_total");
+                self.inner.counters.commits.increment(1);
                 return Ok((token, expiry));
             }
             let committed = self
@@ -353,12 +395,12 @@ impl SessionManager {
                     self.index_session(ctx, &user, &key, expiry).await?;
                     session.inner.state.lock().indexed_key = Some(key.clone());
                 }
-                self.count("scs_commits_total");
+                self.inner.counters.commits.increment(1);
                 return Ok((token, expiry));
             }
             // Another request committed this session since we loaded it: take its data,
             // replay only what this request changed, and try again.
-            self.count("scs_conflicts_total");
+            self.inner.counters.conflicts.increment(1);
             let fresh = self.find_entry(ctx, &key).await?;
             let mut state = session.inner.state.lock();
             match fresh {
@@ -504,16 +546,29 @@ impl SessionManager {
     ) -> Result<T> {
         let backend = self.inner.store.backend();
         let limit = self.inner.config.store_timeout;
-        let span = tracing::debug_span!("scs.store", op, backend);
-        let result = match tokio::time::timeout(limit, fut).instrument(span).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::new(
-                ErrorKind::Timeout,
-                format!("{what} took over {}", humanize(limit)),
-            )
-            .with_backend(backend)),
+        let mut fut = std::pin::pin!(
+            fut.instrument(span(|| { tracing::debug_span!("scs.store", op, backend) }))
+        );
+        // In-process stores answer on the first poll: no timer for them.
+        let first = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match fut.as_mut().poll(cx) {
+                std::task::Poll::Ready(r) => Some(r),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await;
+        let result = match first {
+            Some(result) => result,
+            None => match tokio::time::timeout(limit, fut).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("{what} took over {}", humanize(limit)),
+                )
+                .with_backend(backend)),
+            },
         };
-        metrics::counter!("scs_store_calls_total", "backend" => backend, "op" => op).increment(1);
+        self.inner.counters.store_call(op);
         if let Err(e) = &result {
             metrics::counter!(
                 "scs_store_errors_total",
@@ -526,8 +581,10 @@ impl SessionManager {
         result
     }
 
-    pub(crate) fn count(&self, name: &'static str) {
-        metrics::counter!(name, "backend" => self.inner.store.backend()).increment(1);
+    /// True when the store reads the per-request context (so the layer hands it the
+    /// request's extensions; other stores skip that copy).
+    pub(crate) fn wants_context(&self) -> bool {
+        self.inner.caps.context
     }
 
     /// True when the store keeps versions (compare-and-set commits).
@@ -671,7 +728,7 @@ impl SessionManager {
             )
             .await?;
         if touched {
-            self.count("scs_touches_total");
+            self.inner.counters.touches.increment(1);
             session.inner.state.lock().stored_expiry = Some(expiry);
             self.send_token(headers, &token, expiry, session);
         }
@@ -717,6 +774,15 @@ fn moved_to(data: &[u8]) -> Option<String> {
 /// Compare-and-set retries before a commit gives up with a `Conflict` error (also bounded
 /// by the store timeout).
 const MAX_CONFLICT_RETRIES: u32 = 64;
+
+/// A span only when a subscriber wants it: building one costs even when nobody listens.
+pub(crate) fn span(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        make()
+    } else {
+        tracing::Span::none()
+    }
+}
 
 fn humanize(d: Duration) -> String {
     if d.subsec_nanos() == 0 {

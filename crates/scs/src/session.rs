@@ -397,7 +397,7 @@ impl Session {
     /// # Errors
     /// The store's error; the session is then left as it was.
     pub async fn destroy(&self) -> Result<()> {
-        let span = tracing::debug_span!("scs.destroy");
+        let span = crate::manager::span(|| tracing::debug_span!("scs.destroy"));
         self.destroy_inner().instrument(span).await
     }
 
@@ -422,7 +422,7 @@ impl Session {
     /// # Errors
     /// The store's error when deleting the old token; the session is then unchanged.
     pub async fn renew_token(&self) -> Result<()> {
-        let span = tracing::debug_span!("scs.renew");
+        let span = crate::manager::span(|| tracing::debug_span!("scs.renew"));
         self.renew_inner().instrument(span).await
     }
 

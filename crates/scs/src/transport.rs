@@ -7,16 +7,29 @@ use http::header::{CACHE_CONTROL, COOKIE, SET_COOKIE, VARY};
 use http::{HeaderMap, HeaderValue};
 use scs_core::time::OffsetDateTime;
 use scs_core::token;
-use time::format_description::BorrowedFormatItem;
-use time::macros::format_description;
 
 use crate::SameSite;
 use crate::SessionManager;
 
-/// IMF-fixdate, the cookie `Expires` format.
-const HTTP_DATE: &[BorrowedFormatItem<'static>] = format_description!(
-    "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-);
+/// Writes `t` (UTC) as an IMF-fixdate, the cookie `Expires` format:
+/// `Thu, 01 Jan 1970 00:00:01 GMT`. By hand: this runs on every response with a cookie.
+fn write_http_date(s: &mut String, t: OffsetDateTime) {
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let day = DAYS[usize::from(t.weekday().number_days_from_monday()) % 7];
+    let month = MONTHS[(usize::from(u8::from(t.month())) + 11) % 12];
+    let _ = write!(
+        s,
+        "{day}, {:02} {month} {:04} {:02}:{:02}:{:02} GMT",
+        t.day(),
+        t.year(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+}
 
 /// The token the client sent, when it has the exact shape of a token. Looks at the
 /// session cookie (every `Cookie` header, first well-formed one wins) and then the token
@@ -118,12 +131,12 @@ fn set_cookie(
             let left = (nanos - now).max(0);
             let max_age =
                 left.div_euclid(1_000_000_000) + i128::from(left.rem_euclid(1_000_000_000) != 0);
-            let expires = i64::try_from(secs)
+            if let Some(t) = i64::try_from(secs)
                 .ok()
                 .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok())
-                .and_then(|t| t.format(HTTP_DATE).ok());
-            if let Some(expires) = expires {
-                let _ = write!(s, "; Expires={expires}");
+            {
+                s.push_str("; Expires=");
+                write_http_date(&mut s, t);
             }
             let _ = write!(s, "; Max-Age={max_age}");
         }
@@ -171,6 +184,19 @@ mod tests {
             "session=; Path=/; Expires=Thu, 01 Jan 1970 00:00:01 GMT; Max-Age=0; HttpOnly; SameSite=Lax"
         );
         assert_eq!(h[CACHE_CONTROL], r#"no-cache="Set-Cookie""#);
+    }
+
+    #[test]
+    fn http_dates_match_the_standard_format() {
+        use time::format_description::well_known::Rfc2822;
+        for secs in [1, 86_400 * 59, 951_782_400, 1_795_000_000, 4_102_444_799] {
+            let t = OffsetDateTime::from_unix_timestamp(secs).unwrap();
+            let mut mine = String::new();
+            write_http_date(&mut mine, t);
+            // RFC 2822 with "+0000" is the same date with another zone spelling.
+            let want = t.format(&Rfc2822).unwrap().replace("+0000", "GMT");
+            assert_eq!(mine, want, "{secs}");
+        }
     }
 
     #[test]
