@@ -10,6 +10,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use scs_core::{Capabilities, CtxStore, Result};
 
 mod counting;
+pub mod embedded;
 mod fault;
 mod fault_trials;
 mod middleware_trials;

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod codec;
+pub mod entry;
 mod error;
 mod session;
 mod store;

@@ -1,27 +1,28 @@
 //! What the conformance suite cannot see of an embedded store: durability across a reopen,
 //! the async runtime never blocked by the engine, one cleanup pass removing every expired
-//! entry, the value layout and corrupt values, and stores sharing one database.
+//! entry, the value layout and corrupt values, and stores sharing one database. The checks
+//! are `scs_conformance::embedded`'s; this file gives them redb's raw access.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
-use scs_core::time::OffsetDateTime;
-use scs_core::{ErrorKind, IterableStore, Store};
+use scs_conformance::embedded;
+use scs_core::{IterableStore, Store};
 use scs_redbstore::RedbStore;
 use scs_redbstore::redb::{
     self, Database, ReadableDatabase, ReadableTableMetadata, TableDefinition,
 };
 
-const HOUR: Duration = Duration::from_secs(3600);
-
-fn in_(d: Duration) -> OffsetDateTime {
-    OffsetDateTime::now_utc() + d
-}
-
 fn memory_db() -> Arc<Database> {
     let backend = redb::backends::InMemoryBackend::new();
     Arc::new(Database::builder().create_with_backend(backend).unwrap())
+}
+
+fn no_cleanup(db: &Arc<Database>, table: &str) -> RedbStore {
+    RedbStore::builder(db.clone())
+        .table(table)
+        .cleanup_interval(None)
+        .build()
+        .unwrap()
 }
 
 fn raw_put(db: &Database, table: &str, key: &str, value: &[u8]) {
@@ -33,250 +34,87 @@ fn raw_put(db: &Database, table: &str, key: &str, value: &[u8]) {
     txn.commit().unwrap();
 }
 
-fn is_codec<T>(r: scs_core::Result<T>) -> bool {
-    r.is_err_and(|e| e.kind() == ErrorKind::Codec)
-}
-
-fn raw_get(db: &Database, table: &str, key: &str) -> Option<Vec<u8>> {
+fn raw_get(db: &Database, table: &str, key: &str) -> Vec<u8> {
     let def: TableDefinition<&str, &[u8]> = TableDefinition::new(table);
     let txn = db.begin_read().unwrap();
     let table = txn.open_table(def).unwrap();
-    table.get(key).unwrap().map(|v| v.value().to_vec())
+    table.get(key).unwrap().unwrap().value().to_vec()
 }
 
-fn raw_len(db: &Database, table: &str) -> u64 {
+fn raw_len(db: &Database, table: &str) -> usize {
     let def: TableDefinition<&str, &[u8]> = TableDefinition::new(table);
-    db.begin_read()
-        .unwrap()
-        .open_table(def)
-        .unwrap()
-        .len()
-        .unwrap()
+    let len = db.begin_read().unwrap().open_table(def).unwrap().len();
+    usize::try_from(len.unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_committed_session_is_found_after_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sessions.redb");
-    let data: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
-
-    // Opened from a path, with its cleanup task running.
-    let store = RedbStore::open(&path).unwrap();
-    store.commit("k1", &data, in_(HOUR)).await.unwrap();
-    store.commit("gone", b"x", in_(HOUR)).await.unwrap();
-    store.delete("gone").await.unwrap();
-    drop(store);
-
-    let store = RedbStore::open(&path).unwrap();
-    assert_eq!(store.find("k1").await.unwrap(), Some(data.clone()));
-    assert_eq!(store.find("gone").await.unwrap(), None);
-    drop(store);
-
-    // Through a database handle the application owns, in a named table.
-    let db = Arc::new(Database::create(&path).unwrap());
-    let store = RedbStore::builder(db.clone())
-        .table("app_sessions")
-        .build()
-        .unwrap();
-    store.commit("k2", b"two", in_(HOUR)).await.unwrap();
-    drop(store);
-    drop(db);
-
-    let db = Arc::new(Database::create(&path).unwrap());
-    let store = RedbStore::builder(db.clone())
-        .table("app_sessions")
-        .build()
-        .unwrap();
-    assert_eq!(
-        store.find("k2").await.unwrap().as_deref(),
-        Some(&b"two"[..])
-    );
-    assert_eq!(
-        store.find("k1").await.unwrap(),
-        None,
-        "k1 is in the other table"
-    );
-    let default_table = RedbStore::new(db);
-    assert_eq!(default_table.find("k1").await.unwrap(), Some(data));
+    embedded::assert_survives_reopen(
+        || RedbStore::open(&path).unwrap(),
+        || {
+            let db = Arc::new(Database::create(&path).unwrap());
+            let named = RedbStore::builder(db.clone())
+                .table("app_sessions")
+                .build()
+                .unwrap();
+            (named, RedbStore::new(db))
+        },
+    )
+    .await;
 }
 
-/// On a single-threaded runtime, a ticker task must keep ticking while the store does
-/// heavy engine work: the work runs on the blocking pool. Called on the runtime thread
-/// instead, each call would stall the ticker for as long as the engine works.
 #[tokio::test(flavor = "current_thread")]
 async fn engine_work_never_blocks_the_runtime() {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open(dir.path().join("sessions.redb")).unwrap();
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let max_gap_us = Arc::new(AtomicU64::new(0));
-    let ticker = tokio::spawn({
-        let (stop, max_gap_us) = (stop.clone(), max_gap_us.clone());
-        async move {
-            let mut last = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                let gap = last.elapsed().as_micros() as u64;
-                max_gap_us.fetch_max(gap, Ordering::Relaxed);
-                last = Instant::now();
-            }
-        }
-    });
-    tokio::task::yield_now().await; // let the ticker start
-
-    // Large, incompressible values; run until the engine has worked long enough that a
-    // stalled runtime would show unmistakably, even on a loaded machine.
-    let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
-    let value: Vec<u8> = (0..256 * 1024)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect();
-    let mut engine = Duration::ZERO;
-    let mut ops = 0;
-    while engine < Duration::from_millis(600) && ops < 4000 {
-        let key = format!("key{}", ops % 16);
-        let t = Instant::now();
-        store.commit(&key, &value, in_(HOUR)).await.unwrap();
-        let found = store.find(&key).await.unwrap();
-        engine += t.elapsed();
-        assert_eq!(found.map(|v| v.len()), Some(value.len()));
-        ops += 2;
-    }
-    tokio::time::sleep(Duration::from_millis(20)).await; // a last tick after the work
-    stop.store(true, Ordering::Relaxed);
-    ticker.await.unwrap();
-
-    let max_gap = Duration::from_micros(max_gap_us.load(Ordering::Relaxed));
-    eprintln!("engine {engine:?} over {ops} calls; longest runtime stall {max_gap:?}");
-    assert!(
-        max_gap < engine / 4,
-        "the runtime stalled for {max_gap:?} while the engine worked {engine:?} over {ops} calls"
-    );
+    embedded::assert_runtime_never_blocked(&store).await;
 }
 
-/// Go scs's leveldbstore removed one expired entry per cleanup run; here one run removes
-/// them all.
 #[tokio::test(flavor = "current_thread")]
 async fn one_cleanup_pass_removes_every_expired_entry() {
     let db = memory_db();
-    let store = RedbStore::builder(db.clone())
-        .cleanup_interval(None)
-        .build()
-        .unwrap();
-    let soon = in_(Duration::from_millis(400));
-    for i in 0..50 {
-        store.commit(&format!("dead{i}"), b"x", soon).await.unwrap();
-    }
-    store.commit("live", b"y", in_(HOUR)).await.unwrap();
-    assert_eq!(raw_len(&db, "sessions") as usize, 51);
-    tokio::time::sleep(
-        (soon - OffsetDateTime::now_utc()).unsigned_abs() + Duration::from_millis(20),
+    let store = no_cleanup(&db, "sessions");
+    embedded::assert_one_cleanup_pass_removes_every_expired_entry(
+        &store,
+        || store.remove_expired(),
+        || raw_len(&db, "sessions"),
     )
     .await;
-
-    assert_eq!(store.remove_expired().await.unwrap(), 50);
-    assert_eq!(raw_len(&db, "sessions") as usize, 1);
-    assert_eq!(
-        store.find("live").await.unwrap().as_deref(),
-        Some(&b"y"[..])
-    );
-    assert_eq!(store.remove_expired().await.unwrap(), 0);
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_value_too_short_for_its_header_is_a_codec_error() {
     let db = memory_db();
-    let store = RedbStore::builder(db.clone())
-        .cleanup_interval(None)
-        .build()
-        .unwrap();
-    store.commit("good", b"fine", in_(HOUR)).await.unwrap();
-    // Too short for the expiry; long enough for a (far future) expiry, not the version.
-    raw_put(&db, "sessions", "bad", b"1234567");
-    raw_put(&db, "sessions", "bad15", &[0x7f; 15]);
-
-    for bad in ["bad", "bad15"] {
-        assert!(is_codec(store.find(bad).await), "{bad}");
-        assert!(is_codec(store.find_record(bad).await), "{bad}");
-        assert!(is_codec(store.touch(bad, in_(HOUR)).await), "{bad}");
-        assert!(
-            is_codec(store.commit_if(bad, b"x", in_(HOUR), None).await),
-            "{bad}"
-        );
-    }
-    assert_eq!(store.all().await.unwrap_err().kind(), ErrorKind::Codec);
-
-    // They can never be read, so the cleanup removes them, and only them.
-    assert_eq!(store.remove_expired().await.unwrap(), 2);
-    assert_eq!(store.find("bad").await.unwrap(), None);
-    assert_eq!(store.all().await.unwrap().len(), 1);
+    let store = no_cleanup(&db, "sessions");
+    embedded::assert_short_values_are_codec_errors(
+        &store,
+        || store.remove_expired(),
+        |key, value| raw_put(&db, "sessions", key, value),
+    )
+    .await;
 }
 
 /// The stored value is the expiry, the version, then the data, as the README says.
 #[tokio::test(flavor = "current_thread")]
 async fn the_stored_value_is_expiry_version_data() {
     let db = memory_db();
-    let store = RedbStore::builder(db.clone())
-        .cleanup_interval(None)
-        .build()
-        .unwrap();
-    let expiry = in_(HOUR);
-    store.commit("k", b"data", expiry).await.unwrap();
-    let record = store.find_record("k").await.unwrap().unwrap();
-    let value = raw_get(&db, "sessions", "k").unwrap();
-    let ms = (expiry.unix_timestamp_nanos() / 1_000_000) as u64;
-    assert_eq!(value[..8], ms.to_be_bytes());
-    assert_eq!(value[8..16], record.version.to_be_bytes());
-    assert_eq!(&value[16..], b"data");
-
-    // A touch rewrites the expiry only.
-    assert!(store.touch("k", in_(HOUR * 2)).await.unwrap());
-    let touched = raw_get(&db, "sessions", "k").unwrap();
-    assert_ne!(touched[..8], value[..8]);
-    assert_eq!(touched[8..], value[8..]);
+    let store = no_cleanup(&db, "sessions");
+    embedded::assert_value_is_expiry_version_data(&store, |key| raw_get(&db, "sessions", key))
+        .await;
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn stores_in_one_database_keep_to_their_tables() {
     let db = memory_db();
-    let a = RedbStore::builder(db.clone())
-        .table("a")
-        .cleanup_interval(None)
-        .build()
-        .unwrap();
-    let b = RedbStore::builder(db.clone())
-        .table("b")
-        .cleanup_interval(None)
-        .build()
-        .unwrap();
+    let (a, b) = (no_cleanup(&db, "a"), no_cleanup(&db, "b"));
     assert!(
         a.all().await.unwrap().is_empty(),
         "no table yet is no error"
     );
     assert_eq!(a.find("k").await.unwrap(), None);
-    a.commit("k", b"in a", in_(HOUR)).await.unwrap();
-    a.commit("short", b"x", in_(Duration::from_millis(50)))
-        .await
-        .unwrap();
-    b.commit("k", b"in b", in_(HOUR)).await.unwrap();
-    b.commit("short", b"y", in_(Duration::from_millis(50)))
-        .await
-        .unwrap();
     raw_put(&db, "unrelated", "k", b"the app's own data");
-    tokio::time::sleep(Duration::from_millis(80)).await;
-
-    assert_eq!(a.remove_expired().await.unwrap(), 1);
-    assert_eq!(raw_len(&db, "b"), 2, "a's cleanup left b alone");
-    b.delete("k").await.unwrap();
-    assert_eq!(a.find("k").await.unwrap().as_deref(), Some(&b"in a"[..]));
-    assert_eq!(
-        a.all().await.unwrap(),
-        vec![("k".to_owned(), b"in a".to_vec())]
-    );
-    assert!(b.all().await.unwrap().is_empty());
+    embedded::assert_stores_keep_apart(&a, &b, || a.remove_expired(), || raw_len(&db, "b")).await;
     assert_eq!(raw_len(&db, "unrelated"), 1);
 }

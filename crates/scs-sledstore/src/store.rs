@@ -2,6 +2,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
+use scs_core::entry::{self, encode, is_dead, now_ms, unix_ms};
 use scs_core::time::OffsetDateTime;
 use scs_core::{
     Capabilities, Entry, Error, ErrorKind, IterableStore, Record, Result, Store, async_trait,
@@ -181,7 +182,7 @@ impl SledStoreBuilder {
     /// [`ErrorKind::Config`] for an invalid tree name, a zero interval, or a cleanup
     /// interval without a running Tokio runtime.
     pub fn build(self) -> Result<SledStore> {
-        validate_name(&self.tree)?;
+        entry::check_name(&self.tree, "tree", BACKEND)?;
         let interval = self.cleanup_interval;
         let mut store = self.build_unchecked();
         if let Some(interval) = interval {
@@ -209,106 +210,6 @@ impl SledStoreBuilder {
             }),
             cleanup: None,
         }
-    }
-}
-
-fn validate_name(name: &str) -> Result<()> {
-    let mut chars = name.chars();
-    let valid = name.len() <= 63
-        && chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::new(
-            ErrorKind::Config,
-            format!(
-                "invalid tree name {name:?}: use 1 to 63 ASCII letters, digits or underscores, not starting with a digit"
-            ),
-        )
-        .with_backend(BACKEND))
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Value layout: 8-byte big-endian expiry in Unix milliseconds, 8-byte big-endian version,
-// then the data.
-
-const EXPIRY_LEN: usize = 8;
-const VERSION_LEN: usize = 8;
-const HEADER_LEN: usize = EXPIRY_LEN + VERSION_LEN;
-
-fn unix_ms(t: OffsetDateTime) -> u64 {
-    let ms = t.unix_timestamp_nanos().div_euclid(1_000_000);
-    u64::try_from(ms.max(0)).unwrap_or(u64::MAX)
-}
-
-fn now_ms() -> u64 {
-    unix_ms(OffsetDateTime::now_utc())
-}
-
-fn encode(expiry_ms: u64, version: u64, data: &[u8]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(HEADER_LEN + data.len());
-    value.extend_from_slice(&expiry_ms.to_be_bytes());
-    value.extend_from_slice(&version.to_be_bytes());
-    value.extend_from_slice(data);
-    value
-}
-
-/// A stored value, split into its header fields and the data.
-#[derive(Debug, PartialEq, Eq)]
-struct Stored<'a> {
-    expiry: u64,
-    version: u64,
-    data: &'a [u8],
-}
-
-impl Stored<'_> {
-    /// The version when the entry is live at `now`, `None` when it has expired.
-    fn live_version(&self, now: u64) -> Option<u64> {
-        (self.expiry > now).then_some(self.version)
-    }
-
-    fn to_record(&self) -> Result<Record> {
-        let nanos = i128::from(self.expiry) * 1_000_000;
-        let expiry = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|e| {
-            Error::new(ErrorKind::Codec, "a stored session expiry is out of range")
-                .with_backend(BACKEND)
-                .with_source(e)
-        })?;
-        Ok(Record::new(self.data.to_vec(), expiry, self.version))
-    }
-}
-
-/// Splits a stored value into expiry, version and data; `None` when it is too short.
-fn decode(value: &[u8]) -> Option<Stored<'_>> {
-    let (expiry, rest) = value.split_first_chunk::<EXPIRY_LEN>()?;
-    let (version, data) = rest.split_first_chunk::<VERSION_LEN>()?;
-    Some(Stored {
-        expiry: u64::from_be_bytes(*expiry),
-        version: u64::from_be_bytes(*version),
-        data,
-    })
-}
-
-fn decode_or_error(value: &[u8]) -> Result<Stored<'_>> {
-    decode(value).ok_or_else(|| {
-        Error::new(
-            ErrorKind::Codec,
-            "a stored session is shorter than its 16-byte expiry and version header",
-        )
-        .with_backend(BACKEND)
-    })
-}
-
-/// For the cleanup, which reads only the expiry: true when the value has expired at `now`,
-/// or is too short for the header (it could never be read).
-fn is_dead(value: &[u8], now: u64) -> bool {
-    match value.split_first_chunk::<EXPIRY_LEN>() {
-        Some((expiry, _)) if value.len() >= HEADER_LEN => u64::from_be_bytes(*expiry) <= now,
-        _ => true,
     }
 }
 
@@ -340,8 +241,8 @@ impl Inner {
         let Some(value) = self.tree()?.get(key).map_err(|e| sled_error(e, what))? else {
             return Ok(None);
         };
-        let stored = decode_or_error(&value)?;
-        Ok((stored.expiry > now_ms()).then(|| stored.data.to_vec()))
+        let (stored, data) = entry::decode(&value, BACKEND)?;
+        Ok((stored.expiry_ms > now_ms()).then(|| data.to_vec()))
     }
 
     /// One `get`, like [`find`](Self::find).
@@ -350,9 +251,9 @@ impl Inner {
         let Some(value) = self.tree()?.get(key).map_err(|e| sled_error(e, what))? else {
             return Ok(None);
         };
-        let stored = decode_or_error(&value)?;
-        if stored.expiry > now_ms() {
-            stored.to_record().map(Some)
+        let (stored, data) = entry::decode(&value, BACKEND)?;
+        if stored.expiry_ms > now_ms() {
+            stored.record(data, BACKEND).map(Some)
         } else {
             Ok(None)
         }
@@ -388,7 +289,7 @@ impl Inner {
         loop {
             let now = now_ms();
             let current = match &old {
-                Some(old) => decode_or_error(old)?.live_version(now),
+                Some(old) => entry::decode(old, BACKEND)?.0.live_version(now),
                 None => None,
             };
             if current != expected {
@@ -424,12 +325,12 @@ impl Inner {
             let Some(value) = &old else {
                 return Ok(false);
             };
-            let stored = decode_or_error(value)?;
+            let (stored, data) = entry::decode(value, BACKEND)?;
             let now = now_ms();
-            if stored.expiry <= now {
+            if stored.expiry_ms <= now {
                 return Ok(false);
             }
-            let new = (expiry > now).then(|| encode(expiry, stored.version, stored.data));
+            let new = (expiry > now).then(|| encode(expiry, stored.version, data));
             match tree
                 .compare_and_swap(key, old.as_ref(), new)
                 .map_err(|e| sled_error(e, what))?
@@ -447,8 +348,8 @@ impl Inner {
         let mut out = Vec::new();
         for item in self.tree()?.iter() {
             let (key, value) = item.map_err(|e| sled_error(e, what))?;
-            let stored = decode_or_error(&value)?;
-            if stored.expiry <= now {
+            let (stored, data) = entry::decode(&value, BACKEND)?;
+            if stored.expiry_ms <= now {
                 continue;
             }
             let key = String::from_utf8(key.to_vec()).map_err(|e| {
@@ -456,7 +357,7 @@ impl Inner {
                     .with_backend(BACKEND)
                     .with_source(e)
             })?;
-            out.push((key, stored.data.to_vec()));
+            out.push((key, data.to_vec()));
         }
         Ok(out)
     }
@@ -633,48 +534,5 @@ mod tests {
         assert!(out.contains("SledStore") && out.contains("secret_tree_name_is_fine"));
         let builder = format!("{:?}", SledStore::builder(temp_db()));
         assert!(builder.contains("sessions"));
-    }
-
-    #[test]
-    fn value_layout_round_trips_and_rejects_short_values() {
-        let v = encode(0x0102_0304_0506_0708, 0x1112_1314_1516_1718, b"data");
-        assert_eq!(&v[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
-        assert_eq!(&v[8..16], &[0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]);
-        let stored = decode(&v).unwrap();
-        assert_eq!(
-            stored,
-            Stored {
-                expiry: 0x0102_0304_0506_0708,
-                version: 0x1112_1314_1516_1718,
-                data: b"data",
-            }
-        );
-        assert_eq!(
-            stored.live_version(0x0102_0304_0506_0707),
-            Some(stored.version)
-        );
-        assert_eq!(stored.live_version(0x0102_0304_0506_0708), None);
-        let empty = encode(5, 7, b"");
-        assert_eq!(
-            decode(&empty).map(|s| (s.expiry, s.version, s.data.len())),
-            Some((5, 7, 0))
-        );
-        for short in [&b""[..], b"1234567", b"12345678", &[0xff; 15]] {
-            assert!(decode(short).is_none());
-            assert_eq!(decode_or_error(short).unwrap_err().kind(), ErrorKind::Codec);
-            assert!(is_dead(short, 0), "{short:?} can never be read");
-        }
-        assert!(is_dead(&empty, 5) && !is_dead(&empty, 4));
-        let before_epoch = OffsetDateTime::UNIX_EPOCH - Duration::from_secs(5);
-        assert_eq!(unix_ms(before_epoch), 0);
-        let t = OffsetDateTime::UNIX_EPOCH + Duration::from_micros(1_234_567);
-        assert_eq!(unix_ms(t), 1234);
-        let record = decode(&encode(1234, 9, b"x")).unwrap().to_record().unwrap();
-        assert_eq!(
-            record,
-            Record::new(b"x".to_vec(), t - Duration::from_micros(567), 9)
-        );
-        let far = decode(&encode(u64::MAX, 9, b"x")).unwrap().to_record();
-        assert_eq!(far.unwrap_err().kind(), ErrorKind::Codec);
     }
 }

@@ -458,7 +458,8 @@ impl SessionManager {
     /// Calls `f` with every live session of the store (the store must be iterable). The
     /// sessions are loaded but not committed: change one and call
     /// [`Session::commit`], or [`Session::destroy`] it. An error from `f` stops the
-    /// iteration and is returned.
+    /// iteration and is returned. Entries that do not decode (not sessions of this
+    /// codec) are skipped with a warning.
     ///
     /// ```
     /// # #[tokio::main] async fn main() -> scs::Result<()> {
@@ -475,8 +476,8 @@ impl SessionManager {
     /// ```
     ///
     /// # Errors
-    /// [`ErrorKind::Unsupported`] when the store cannot iterate; the store's or codec's
-    /// error; or `f`'s error.
+    /// [`ErrorKind::Unsupported`] when the store cannot iterate; the store's error; or
+    /// `f`'s error.
     pub async fn iterate<F, Fut>(&self, mut f: F) -> Result<()>
     where
         F: FnMut(Session) -> Fut,
@@ -497,7 +498,15 @@ impl SessionManager {
                 continue;
             }
             let mut state = State::fresh(self);
-            state.data = self.inner.codec.decode(&bytes)?;
+            state.data = match self.inner.codec.decode(&bytes) {
+                Ok(data) => data,
+                Err(e) => {
+                    // Not a session this codec wrote (garbage, another app's data under
+                    // the same prefix): one bad entry must not hide every other session.
+                    tracing::warn!(error = %e, "iterate: skipping an entry that does not decode");
+                    continue;
+                }
+            };
             state.key = Some(key);
             state.from_store = true;
             state.status = Status::Unmodified;

@@ -12,10 +12,10 @@ pub(crate) const USER_KEY: &str = "__scs.user";
 /// Bytes an index entry starts with; no codec output starts with a zero byte.
 pub(crate) const INDEX_MARK: &[u8] = b"\0scs:index\0";
 
-/// Store key of a user's index entry: never a session key (those are 43 characters of
-/// base64url without dots).
+/// Store key of a user's index entry: never a session key (those are exactly 43
+/// characters of base64url), and only characters every store accepts in a key.
 fn index_key(user: &str) -> String {
-    format!("u.{}", token::store_key(user, true))
+    format!("scs-user-{}", token::store_key(user, true))
 }
 
 fn parse_index(data: &[u8]) -> Vec<String> {

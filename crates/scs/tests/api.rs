@@ -212,3 +212,29 @@ async fn config_errors_are_clear() {
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.to_string().contains("cookie name"), "{err}");
 }
+
+#[tokio::test]
+async fn iterate_skips_entries_that_do_not_decode() {
+    use scs::Store;
+    let store = MemoryStore::builder()
+        .cleanup_interval(None)
+        .build()
+        .unwrap();
+    let m = SessionManager::new(store.clone());
+    let s = m.load(None).await.unwrap();
+    s.put("i", &1).unwrap();
+    s.commit().await.unwrap();
+    let far = scs::time::OffsetDateTime::now_utc() + std::time::Duration::from_secs(60);
+    store
+        .commit("garbage-key", b"\xc1 not a session", far)
+        .await
+        .unwrap();
+    let mut seen = 0;
+    m.iterate(|_| {
+        seen += 1;
+        async { Ok(()) }
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen, 1, "the good session is seen, the garbage skipped");
+}
