@@ -109,7 +109,7 @@ where
             } else {
                 Context::new()
             };
-            let session = match manager.load_with_context(token.as_deref(), ctx).await {
+            let session = match manager.load_valid(token.as_deref(), ctx).await {
                 Ok(session) => session,
                 Err(error) => return Ok(error_response(&manager, &error)),
             };

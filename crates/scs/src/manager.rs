@@ -242,6 +242,14 @@ impl SessionManager {
     /// # Errors
     /// As [`load`](Self::load).
     pub async fn load_with_context(&self, token: Option<&str>, ctx: Context) -> Result<Session> {
+        self.load_valid(token.filter(|t| token::is_valid(t)), ctx)
+            .await
+    }
+
+    /// [`load_with_context`](Self::load_with_context) for a token already known to be
+    /// well-formed (the layer's, which `transport::read` checked): no second check on the
+    /// hot path.
+    pub(crate) async fn load_valid(&self, token: Option<&str>, ctx: Context) -> Result<Session> {
         let backend = self.inner.store.backend();
         let span = span(|| tracing::debug_span!("scs.load", backend));
         self.load_inner(token, ctx).instrument(span).await
@@ -250,7 +258,7 @@ impl SessionManager {
     async fn load_inner(&self, token: Option<&str>, ctx: Context) -> Result<Session> {
         self.inner.counters.loads.increment(1);
         let mut state = State::fresh(self);
-        if let Some(token) = token.filter(|t| token::is_valid(t)) {
+        if let Some(token) = token {
             let key = self.store_key(token);
             if let Some(found) = self.find_entry(&ctx, &key).await? {
                 state.token = token.to_owned();
