@@ -117,7 +117,8 @@ fuzz_target!(|data: &[u8]| {
         let m = m.clone();
         async move {
             let session = m
-                .session(req.extensions())
+                .session(&req)
+                .await
                 .expect("the layer adds the session");
             *world().seen.lock().unwrap() = Some(session.get_string("v").unwrap_or_default());
             Ok::<_, Infallible>(Response::new(String::new()))

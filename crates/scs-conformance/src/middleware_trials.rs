@@ -76,8 +76,9 @@ async fn handle(
     manager: SessionManager,
     req: Request<()>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let Some(session) = manager.session(req.extensions()) else {
-        return Ok(Response::new(Full::from("no session")));
+    let session = match manager.session(&req).await {
+        Ok(session) => session,
+        Err(rejection) => return Ok(rejection.response().map(Full::from)),
     };
     let path = req.uri().path().to_owned();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();

@@ -4,6 +4,8 @@
 //! store key derived from them), never sees values (only what the codec made of them), and
 //! never returns an entry whose expiry has passed.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -377,7 +379,12 @@ pub trait IterableCtxStore: CtxStore {
     async fn all_ctx(&self, ctx: &Context) -> Result<Vec<Entry>>;
 }
 
-#[async_trait]
+/// The future every store method returns (what `#[async_trait]` makes of an `async fn`).
+type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+// Hands back the store's own future rather than boxing a second one around it: one
+// allocation per store call, not two (this runs on every load and commit). The signatures
+// are those `#[async_trait]` gives the trait's methods.
 impl<S: Store> CtxStore for S {
     fn backend(&self) -> &'static str {
         Store::backend(self)
@@ -387,41 +394,92 @@ impl<S: Store> CtxStore for S {
         Store::capabilities(self)
     }
 
-    async fn find_ctx(&self, _ctx: &Context, key: &str) -> Result<Option<Vec<u8>>> {
-        self.find(key).await
+    fn find_ctx<'s, 'c, 'k, 'f>(
+        &'s self,
+        _ctx: &'c Context,
+        key: &'k str,
+    ) -> StoreFuture<'f, Option<Vec<u8>>>
+    where
+        's: 'f,
+        'c: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        self.find(key)
     }
 
-    async fn commit_ctx(
-        &self,
-        _ctx: &Context,
-        key: &str,
-        data: &[u8],
+    fn commit_ctx<'s, 'c, 'k, 'd, 'f>(
+        &'s self,
+        _ctx: &'c Context,
+        key: &'k str,
+        data: &'d [u8],
         expiry: OffsetDateTime,
-    ) -> Result<()> {
-        self.commit(key, data, expiry).await
+    ) -> StoreFuture<'f, ()>
+    where
+        's: 'f,
+        'c: 'f,
+        'k: 'f,
+        'd: 'f,
+        Self: 'f,
+    {
+        self.commit(key, data, expiry)
     }
 
-    async fn delete_ctx(&self, _ctx: &Context, key: &str) -> Result<()> {
-        self.delete(key).await
+    fn delete_ctx<'s, 'c, 'k, 'f>(&'s self, _ctx: &'c Context, key: &'k str) -> StoreFuture<'f, ()>
+    where
+        's: 'f,
+        'c: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        self.delete(key)
     }
 
-    async fn touch_ctx(&self, _ctx: &Context, key: &str, expiry: OffsetDateTime) -> Result<bool> {
-        self.touch(key, expiry).await
+    fn touch_ctx<'s, 'c, 'k, 'f>(
+        &'s self,
+        _ctx: &'c Context,
+        key: &'k str,
+        expiry: OffsetDateTime,
+    ) -> StoreFuture<'f, bool>
+    where
+        's: 'f,
+        'c: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        self.touch(key, expiry)
     }
 
-    async fn find_record_ctx(&self, _ctx: &Context, key: &str) -> Result<Option<Record>> {
-        self.find_record(key).await
+    fn find_record_ctx<'s, 'c, 'k, 'f>(
+        &'s self,
+        _ctx: &'c Context,
+        key: &'k str,
+    ) -> StoreFuture<'f, Option<Record>>
+    where
+        's: 'f,
+        'c: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        self.find_record(key)
     }
 
-    async fn commit_if_ctx(
-        &self,
-        _ctx: &Context,
-        key: &str,
-        data: &[u8],
+    fn commit_if_ctx<'s, 'c, 'k, 'd, 'f>(
+        &'s self,
+        _ctx: &'c Context,
+        key: &'k str,
+        data: &'d [u8],
         expiry: OffsetDateTime,
         expected: Option<u64>,
-    ) -> Result<Option<u64>> {
-        self.commit_if(key, data, expiry, expected).await
+    ) -> StoreFuture<'f, Option<u64>>
+    where
+        's: 'f,
+        'c: 'f,
+        'k: 'f,
+        'd: 'f,
+        Self: 'f,
+    {
+        self.commit_if(key, data, expiry, expected)
     }
 
     fn as_iterable_ctx(&self) -> Option<&dyn IterableCtxStore> {

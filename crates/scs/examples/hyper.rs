@@ -9,7 +9,7 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -23,10 +23,11 @@ async fn handle(
     manager: SessionManager,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let Some(session) = manager.session(req.extensions()) else {
-        let mut res = Response::new(Full::from("no session layer"));
-        *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-        return Ok(res);
+    // Loaded from the store here, on first access; a failure answers the error handler's
+    // response.
+    let session = match manager.session(&req).await {
+        Ok(session) => session,
+        Err(rejection) => return Ok(rejection.response().map(Full::from)),
     };
     let body = match req.uri().path() {
         "/put" => {

@@ -12,20 +12,23 @@ use scs_core::Context;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::{Session, SessionManager, Sessions, transport};
+use crate::sessions::RequestSessions;
+use crate::{Session, SessionManager, transport};
 
 /// The tower [`Layer`] that loads a session before the inner service runs and commits it
 /// (or deletes it) after, setting the cookie. Works with axum 0.8 (`Router::layer`), bare
 /// hyper 1 (through `hyper_util::service::TowerToHyperService`) and any tower stack.
 ///
-/// Per request: adds `Vary: Cookie`; reads the token; loads the session (a store or codec
-/// failure answers the error handler's response and the inner service is not called);
-/// runs the inner service; then, by status: modified → commit, `Set-Cookie` and
-/// `Cache-Control: no-cache="Set-Cookie"`; destroyed → the deletion cookie; unmodified → no
-/// store write and no cookie (with an idle timeout, the expiry slides). A commit failure
-/// replaces the whole response with the error handler's. The body passes through
-/// untouched: streaming, SSE and upgrades work, and the cookie is set before the first
-/// byte.
+/// Per request: adds `Vary: Cookie`; reads the token; runs the inner service, whose
+/// handler gets its session loaded on first access (the [`Session`] extractor,
+/// [`Session::from_request`], [`SessionManager::session`]): a store or codec failure
+/// then answers the error handler's response and the handler does not run, and a request
+/// that never asks costs no store call. Then, by status: modified → commit, `Set-Cookie`
+/// and `Cache-Control: no-cache="Set-Cookie"`; destroyed → the deletion cookie;
+/// unmodified → no store write and no cookie (with an idle timeout, the expiry slides,
+/// whether or not the handler asked for the session). A commit failure replaces the whole
+/// response with the error handler's. The body passes through untouched: streaming, SSE
+/// and upgrades work, and the cookie is set before the first byte.
 ///
 /// ```
 /// use axum::{Router, routing::get};
@@ -91,7 +94,7 @@ where
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+    type Future = LoadAndSaveFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -102,34 +105,113 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let manager = self.manager.clone();
-        Box::pin(async move {
-            let token = transport::read(&manager, req.headers());
-            let ctx = if manager.wants_context() {
-                Context::new().with_extensions(req.extensions().clone())
-            } else {
-                Context::new()
-            };
-            let session = match manager.load_valid(token.as_deref(), ctx).await {
-                Ok(session) => session,
-                Err(error) => return Ok(error_response(&manager, &error)),
-            };
-            add_session(&mut req, session.clone());
-            let mut res = inner.call(req).await?;
-            transport::add_vary(&manager, res.headers_mut());
-            match manager.finish(&session, res.headers_mut()).await {
-                Ok(()) => Ok(res.map(ResponseBody::inner)),
-                Err(error) => Ok(error_response(&manager, &error)),
-            }
-        })
+        // With an idle timeout every request with a token slides its session, so the
+        // token is read now; otherwise at the handler's first access (a request that never
+        // asks never parses its cookies).
+        let token = manager
+            .slides()
+            .then(|| transport::read(&manager, req.headers()));
+        let ctx = if manager.wants_context() {
+            Context::new().with_extensions(req.extensions().clone())
+        } else {
+            Context::new()
+        };
+        // Loaded when the handler first asks for it: a request that never does costs no
+        // store call.
+        let session = Session::pending(manager, ctx, token);
+        RequestSessions::add(req.extensions_mut(), session.clone());
+        LoadAndSaveFuture {
+            state: State::Inner {
+                fut: inner.call(req),
+                session: Some(session),
+                slide: matches!(token, Some(Some(_))),
+            },
+        }
     }
 }
 
-fn add_session<B>(req: &mut Request<B>, session: Session) {
-    let ext = req.extensions_mut();
-    match ext.get_mut::<Sessions>() {
-        Some(sessions) => sessions.push(session),
-        None => {
-            ext.insert(Sessions::one(session));
+pin_project! {
+    /// The future of [`LoadAndSaveService`]: the inner service's, then the store work the
+    /// session needs (none, and no allocation, for a session read or never asked for).
+    pub struct LoadAndSaveFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Inner {
+            #[pin]
+            fut: F,
+            session: Option<Session>,
+            // An untouched session with a token slides (idle timeout).
+            slide: bool,
+        },
+        Finish {
+            fut: BoxFuture<Response<ResponseBody<B>>>,
+        },
+        Done,
+    }
+}
+
+impl<F, B, E> Future for LoadAndSaveFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Send + 'static,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project().state.project() {
+                StateProj::Inner {
+                    fut,
+                    session,
+                    slide,
+                } => {
+                    let mut res = match fut.poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Ready(Ok(res)) => res,
+                    };
+                    let Some(session) = session.take() else {
+                        // Not reachable: the state moves on as the session is taken.
+                        return Poll::Pending;
+                    };
+                    let manager = session.manager().clone();
+                    transport::add_vary(&manager, res.headers_mut());
+                    let work = if session.is_loaded() {
+                        manager.has_work(&session)
+                    } else {
+                        *slide
+                    };
+                    if !work {
+                        self.as_mut().project().state.set(State::Done);
+                        return Poll::Ready(Ok(res.map(ResponseBody::inner)));
+                    }
+                    let fut = Box::pin(async move {
+                        // Untouched but sliding: load (the one read a slide needs).
+                        let token = session.load_token(&http::HeaderMap::new());
+                        if let Err(error) = session.ensure_loaded(token).await {
+                            return error_response(&manager, &error);
+                        }
+                        match manager.finish(&session, res.headers_mut()).await {
+                            Ok(()) => res.map(ResponseBody::inner),
+                            Err(error) => error_response(&manager, &error),
+                        }
+                    });
+                    self.as_mut().project().state.set(State::Finish { fut });
+                }
+                StateProj::Finish { fut } => {
+                    let res = std::task::ready!(fut.as_mut().poll(cx));
+                    self.as_mut().project().state.set(State::Done);
+                    return Poll::Ready(Ok(res));
+                }
+                // Polled after completion: allowed to do anything but panic here.
+                StateProj::Done => return Poll::Pending,
+            }
         }
     }
 }

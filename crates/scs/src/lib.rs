@@ -15,9 +15,7 @@ mod users;
 pub use config::{CodecKind, CookieConfig, SameSite, SessionConfig, TokenTransport};
 #[cfg(feature = "encryption")]
 pub use encrypt::AeadCodec;
-#[cfg(feature = "axum")]
-pub use extract::SessionRejection;
-pub use layer::{LoadAndSave, LoadAndSaveService, ResponseBody};
+pub use layer::{LoadAndSave, LoadAndSaveFuture, LoadAndSaveService, ResponseBody};
 pub use manager::{ErrorHandler, SessionManager, SessionManagerBuilder, default_error_handler};
 pub use scs_core::{
     self as core, Capabilities, Codec, Context, CtxStore, Error, ErrorKind, IterableCtxStore,
@@ -25,5 +23,5 @@ pub use scs_core::{
     time, token,
 };
 pub use session::Session;
-pub use sessions::Sessions;
+pub use sessions::{SessionRejection, Sessions};
 pub use users::UserSession;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Extensions, HeaderMap, HeaderName, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Response, StatusCode};
 use scs_core::time::OffsetDateTime;
 use scs_core::{
     Capabilities, Codec, Context, CtxStore, Error, ErrorKind, JsonCodec, MsgPackCodec, Result,
@@ -200,12 +200,31 @@ impl SessionManager {
         crate::LoadAndSave::new(self.clone())
     }
 
-    /// This manager's session among a request's extensions (after the layer ran).
-    pub fn session(&self, extensions: &Extensions) -> Option<Session> {
-        extensions
-            .get::<crate::Sessions>()
-            .and_then(|s| s.of(self))
-            .cloned()
+    /// This manager's session of `req`, a request that went through its layer, loaded from the
+    /// store on first access (a request that never asks costs no store call). For plain
+    /// hyper or tower handlers; axum handlers take [`Session`] as an extractor.
+    ///
+    /// # Errors
+    /// [`SessionRejection::MissingLayer`](crate::SessionRejection::MissingLayer) when
+    /// this manager's layer did not run for the request;
+    /// [`SessionRejection::Load`](crate::SessionRejection::Load) when the store or codec
+    /// failed (its [`response`](crate::SessionRejection::response) is the error handler's).
+    pub fn session<B>(
+        &self,
+        req: &http::Request<B>,
+    ) -> impl Future<Output = std::result::Result<Session, crate::SessionRejection>> + Send + 'static
+    {
+        // What the request holds is read now, so the future borrows nothing.
+        let found = crate::sessions::of_request(req.extensions())
+            .and_then(|all| all.iter().find(|s| s.manager().same_as(self)).cloned())
+            .map(|s| {
+                let token = s.load_token(req.headers());
+                (s, token)
+            });
+        async move {
+            let (session, token) = found.ok_or(crate::SessionRejection::MissingLayer)?;
+            crate::sessions::loaded(session, token).await
+        }
     }
 
     /// True when both handles are the same manager (clones of one another).
@@ -247,72 +266,77 @@ impl SessionManager {
     }
 
     /// [`load_with_context`](Self::load_with_context) for a token already known to be
-    /// well-formed (the layer's, which `transport::read` checked): no second check on the
-    /// hot path.
-    pub(crate) async fn load_valid(&self, token: Option<&str>, ctx: Context) -> Result<Session> {
-        let backend = self.inner.store.backend();
-        let span = span(|| tracing::debug_span!("scs.load", backend));
-        self.load_inner(token, ctx).instrument(span).await
+    /// well-formed.
+    async fn load_valid(&self, token: Option<&str>, ctx: Context) -> Result<Session> {
+        let state = self.load_state(token, &ctx).await?;
+        Ok(Session::new(self.clone(), ctx, state))
     }
 
-    async fn load_inner(&self, token: Option<&str>, ctx: Context) -> Result<Session> {
+    /// The state of the session of `token` (well-formed), or of a new session.
+    pub(crate) async fn load_state(&self, token: Option<&str>, ctx: &Context) -> Result<State> {
+        let backend = self.inner.store.backend();
+        let span = span(|| tracing::debug_span!("scs.load", backend));
+        traced(self.load_inner(token, ctx), span).await
+    }
+
+    async fn load_inner(&self, token: Option<&str>, ctx: &Context) -> Result<State> {
         self.inner.counters.loads.increment(1);
-        let mut state = State::fresh(self);
-        if let Some(token) = token {
-            let key = self.store_key(token);
-            if let Some(found) = self.find_entry(&ctx, &key).await? {
+        if let Some(token) = token
+            && let Some(found) = self.find_entry(ctx, self.store_key(token)).await?
+        {
+            let forwarded = found.forwarded;
+            let mut state = self.fill(found)?;
+            if !forwarded {
                 state.token = token.to_owned();
-                self.fill(&mut state, found)?;
-                if state.key.as_deref() != Some(key.as_str()) {
-                    // Reached through a renewed token's grace period: this request reads
-                    // and writes the renewed session, but cannot hand out its token.
-                    state.token.clear();
-                }
             }
+            // Otherwise reached through a renewed token's grace period: this request
+            // reads and writes the renewed session, but cannot hand out its token.
+            return Ok(state);
         }
-        Ok(Session::new(self.clone(), ctx, state))
+        Ok(State::fresh(self))
     }
 
     /// Reads an entry: with its version and expiry where the store keeps them, and
     /// following a renewed token's forwarding entry once.
-    async fn find_entry(&self, ctx: &Context, key: &str) -> Result<Option<Found>> {
-        let mut key = key.to_owned();
-        for _ in 0..2 {
-            let found = if self.inner.caps.versioned {
-                self.find_raw_record(ctx, &key).await?.map(|r| Found {
-                    key: key.clone(),
-                    version: Some(r.version),
-                    expiry: Some(r.expiry),
-                    data: r.data,
-                })
+    async fn find_entry(&self, ctx: &Context, mut key: String) -> Result<Option<Found>> {
+        for forwarded in [false, true] {
+            let (data, version, expiry) = if self.inner.caps.versioned {
+                match self.find_raw_record(ctx, &key).await? {
+                    Some(r) => (r.data, Some(r.version), Some(r.expiry)),
+                    None => return Ok(None),
+                }
             } else {
-                self.store_find(ctx, &key).await?.map(|data| Found {
-                    key: key.clone(),
-                    version: None,
-                    expiry: None,
-                    data,
-                })
+                match self.store_find(ctx, &key).await? {
+                    Some(data) => (data, None, None),
+                    None => return Ok(None),
+                }
             };
-            match found {
-                Some(f) => match moved_to(&f.data) {
-                    Some(next) => key = next,
-                    None => return Ok(Some(f)),
-                },
-                None => return Ok(None),
+            match moved_to(&data) {
+                Some(next) => key = next,
+                None => {
+                    return Ok(Some(Found {
+                        key,
+                        data,
+                        version,
+                        expiry,
+                        forwarded,
+                    }));
+                }
             }
         }
         Ok(None)
     }
 
-    fn fill(&self, state: &mut State, found: Found) -> Result<()> {
-        state.data = self.inner.codec.decode(&found.data)?;
-        state.key = Some(found.key);
-        state.version = found.version;
-        state.stored_expiry = found.expiry;
-        state.from_store = true;
-        // A stored session bound to a user is in the user's index already.
-        state.indexed_key = state.key.clone();
-        Ok(())
+    /// The state of a session read from the store (no token yet).
+    fn fill(&self, found: Found) -> Result<State> {
+        let data = self.inner.codec.decode(&found.data)?;
+        Ok(State::stored(
+            self,
+            data,
+            found.key,
+            found.version,
+            found.expiry,
+        ))
     }
 
     /// Commits `session` to the store: mints a token if it has none, encodes the data,
@@ -325,7 +349,7 @@ impl SessionManager {
     pub async fn commit(&self, session: &Session) -> Result<(String, OffsetDateTime)> {
         let backend = self.inner.store.backend();
         let span = span(|| tracing::debug_span!("scs.commit", backend));
-        self.commit_inner(session).instrument(span).await
+        traced(self.commit_inner(session), span).await
     }
 
     async fn commit_inner(&self, session: &Session) -> Result<(String, OffsetDateTime)> {
@@ -409,7 +433,7 @@ impl SessionManager {
             // Another request committed this session since we loaded it: take its data,
             // replay only what this request changed, and try again.
             self.inner.counters.conflicts.increment(1);
-            let fresh = self.find_entry(ctx, &key).await?;
+            let fresh = self.find_entry(ctx, key.clone()).await?;
             let mut state = session.inner.state.lock();
             match fresh {
                 Some(found) => {
@@ -563,9 +587,10 @@ impl SessionManager {
     ) -> Result<T> {
         let backend = self.inner.store.backend();
         let limit = self.inner.config.store_timeout;
-        let mut fut = std::pin::pin!(
-            fut.instrument(span(|| { tracing::debug_span!("scs.store", op, backend) }))
-        );
+        let mut fut = std::pin::pin!(traced(
+            fut,
+            span(|| tracing::debug_span!("scs.store", op, backend))
+        ));
         // In-process stores answer on the first poll: no timer for them.
         let first = std::future::poll_fn(|cx| {
             std::task::Poll::Ready(match fut.as_mut().poll(cx) {
@@ -576,7 +601,10 @@ impl SessionManager {
         .await;
         let result = match first {
             Some(result) => result,
-            None => match tokio::time::timeout(limit, fut).await {
+            // The timer lives on the heap: it is only needed by stores that wait (a
+            // network round trip dwarfs the allocation), and keeping it out of this
+            // future keeps every session future small (they are moved on every request).
+            None => match Box::pin(tokio::time::timeout(limit, fut)).await {
                 Ok(result) => result,
                 Err(_) => Err(Error::new(
                     ErrorKind::Timeout,
@@ -602,6 +630,11 @@ impl SessionManager {
     /// request's extensions; other stores skip that copy).
     pub(crate) fn wants_context(&self) -> bool {
         self.inner.caps.context
+    }
+
+    /// True when an unmodified session's expiry slides (an idle timeout is set).
+    pub(crate) fn slides(&self) -> bool {
+        self.inner.config.idle_timeout.is_some()
     }
 
     /// True when the store keeps versions (compare-and-set commits).
@@ -673,6 +706,15 @@ impl SessionManager {
             "commit",
         )
         .await
+    }
+
+    /// True when `finish` has store work or a cookie to write for `session`.
+    pub(crate) fn has_work(&self, session: &Session) -> bool {
+        let state = session.inner.state.lock();
+        match state.status {
+            Status::Modified | Status::Destroyed => true,
+            Status::Unmodified => state.from_store && self.slides(),
+        }
     }
 
     /// End of request: commit, delete, or slide, and set the cookie accordingly.
@@ -773,6 +815,8 @@ struct Found {
     data: Vec<u8>,
     version: Option<u64>,
     expiry: Option<OffsetDateTime>,
+    /// Reached through a renewed token's forwarding entry.
+    forwarded: bool,
 }
 
 /// Bytes a renewed token's old key holds during the grace period: this marker, then the
@@ -791,6 +835,15 @@ fn moved_to(data: &[u8]) -> Option<String> {
 /// Compare-and-set retries before a commit gives up with a `Conflict` error (also bounded
 /// by the store timeout).
 const MAX_CONFLICT_RETRIES: u32 = 64;
+
+/// `fut` inside `span`, without the wrapper when the span is disabled (the common case).
+pub(crate) async fn traced<F: Future>(fut: F, span: tracing::Span) -> F::Output {
+    if span.is_disabled() {
+        fut.await
+    } else {
+        fut.instrument(span).await
+    }
+}
 
 /// A span only when a subscriber wants it: building one costs even when nobody listens.
 pub(crate) fn span(make: impl FnOnce() -> tracing::Span) -> tracing::Span {

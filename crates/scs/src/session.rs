@@ -1,14 +1,15 @@
 //! The per-request session handle and its operations.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 use scs_core::time::OffsetDateTime;
 use scs_core::{Context, SessionData, Status, Value, token};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::Instrument as _;
 
+use crate::transport::ClientToken;
 use crate::{Result, SessionManager};
 
 /// Key of the remember-me flag among the values. Keys with the `__scs.` prefix are
@@ -47,6 +48,14 @@ pub(crate) struct SessionInner {
     pub(crate) manager: SessionManager,
     pub(crate) ctx: Context,
     pub(crate) state: Mutex<State>,
+    /// Set once `state` holds the loaded session. The layer hands handlers a session that
+    /// is loaded on first access (so a request that never touches it costs no store call);
+    /// a `Session` reaches user code only once loaded. Written under the `state` lock.
+    loaded: AtomicBool,
+    /// The token the client sent, when the layer read it already; `None`: read from the
+    /// request's headers at first access (a request that never asks never parses its
+    /// cookies).
+    client_token: Option<Option<ClientToken>>,
 }
 
 pub(crate) struct State {
@@ -82,14 +91,44 @@ pub(crate) enum Change {
 impl State {
     pub(crate) fn fresh(manager: &SessionManager) -> Self {
         Self {
+            data: SessionData::new(manager.new_deadline()),
+            changes: manager.versioned().then(Vec::new),
+            ..Self::unloaded()
+        }
+    }
+
+    /// A session read from the store under `key`.
+    pub(crate) fn stored(
+        manager: &SessionManager,
+        data: SessionData,
+        key: String,
+        version: Option<u64>,
+        stored_expiry: Option<OffsetDateTime>,
+    ) -> Self {
+        Self {
+            data,
+            // A stored session bound to a user is in the user's index already.
+            indexed_key: Some(key.clone()),
+            key: Some(key),
+            from_store: true,
+            version,
+            stored_expiry,
+            changes: manager.versioned().then(Vec::new),
+            ..Self::unloaded()
+        }
+    }
+
+    /// The placeholder of a session not loaded yet: no clock read, no allocation.
+    fn unloaded() -> Self {
+        Self {
             token: String::new(),
             key: None,
-            data: SessionData::new(manager.new_deadline()),
+            data: SessionData::new(OffsetDateTime::UNIX_EPOCH),
             status: Status::Unmodified,
             from_store: false,
             version: None,
             stored_expiry: None,
-            changes: manager.versioned().then(Vec::new),
+            changes: None,
             indexed_key: None,
         }
     }
@@ -156,14 +195,75 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
+    /// A loaded session.
     pub(crate) fn new(manager: SessionManager, ctx: Context, state: State) -> Self {
         Self {
             inner: Arc::new(SessionInner {
                 manager,
                 ctx,
                 state: Mutex::new(state),
+                loaded: AtomicBool::new(true),
+                client_token: None,
             }),
         }
+    }
+
+    /// The layer's session of one request, loaded by [`ensure_loaded`](Self::ensure_loaded)
+    /// on first access.
+    pub(crate) fn pending(
+        manager: SessionManager,
+        ctx: Context,
+        client_token: Option<Option<ClientToken>>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(SessionInner {
+                manager,
+                ctx,
+                state: Mutex::new(State::unloaded()),
+                loaded: AtomicBool::new(false),
+                client_token,
+            }),
+        }
+    }
+
+    /// True once the session holds what the store has (or is new).
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.inner.loaded.load(Ordering::Acquire)
+    }
+
+    /// The token to load with: the one the layer read, or the one in `headers` (the
+    /// request's); nothing to read once loaded.
+    pub(crate) fn load_token(&self, headers: &http::HeaderMap) -> Option<ClientToken> {
+        match self.inner.client_token {
+            Some(token) => token,
+            None if self.is_loaded() => None,
+            None => crate::transport::read(&self.inner.manager, headers),
+        }
+    }
+
+    /// Loads the session of `token` (from [`load_token`](Self::load_token)) if it is not
+    /// loaded yet; once loaded, never again.
+    ///
+    /// # Errors
+    /// The store's error, or the codec's when the stored bytes do not decode; the next
+    /// access tries again.
+    pub(crate) async fn ensure_loaded(&self, token: Option<ClientToken>) -> Result<()> {
+        if self.is_loaded() {
+            return Ok(());
+        }
+        let manager = &self.inner.manager;
+        let loaded = manager
+            .load_state(token.as_ref().map(ClientToken::as_str), &self.inner.ctx)
+            .await?;
+        // No lock across the store call: should two tasks load at once, the first to
+        // finish installs its state and the other's is dropped. Nothing can have changed
+        // the session in between, since no handle reaches user code before it is loaded.
+        let mut state = self.inner.state.lock();
+        if !self.is_loaded() {
+            *state = loaded;
+            self.inner.loaded.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// The manager this session belongs to.
@@ -398,7 +498,7 @@ impl Session {
     /// The store's error; the session is then left as it was.
     pub async fn destroy(&self) -> Result<()> {
         let span = crate::manager::span(|| tracing::debug_span!("scs.destroy"));
-        self.destroy_inner().instrument(span).await
+        crate::manager::traced(self.destroy_inner(), span).await
     }
 
     async fn destroy_inner(&self) -> Result<()> {
@@ -423,7 +523,7 @@ impl Session {
     /// The store's error when deleting the old token; the session is then unchanged.
     pub async fn renew_token(&self) -> Result<()> {
         let span = crate::manager::span(|| tracing::debug_span!("scs.renew"));
-        self.renew_inner().instrument(span).await
+        crate::manager::traced(self.renew_inner(), span).await
     }
 
     async fn renew_inner(&self) -> Result<()> {

@@ -31,19 +31,49 @@ fn write_http_date(s: &mut String, t: OffsetDateTime) {
     );
 }
 
+/// A token as a client sent it, known to have the exact shape of a token: kept inline, no
+/// allocation on the request path.
+#[derive(Clone, Copy)]
+pub(crate) struct ClientToken([u8; token::TOKEN_LEN]);
+
+impl ClientToken {
+    /// `text` when it has the exact shape of a token.
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        if !token::is_valid(text) {
+            return None;
+        }
+        text.as_bytes().try_into().ok().map(Self)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Only base64url characters went in.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 /// The token the client sent, when it has the exact shape of a token. Looks at the
 /// session cookie (every `Cookie` header, first well-formed one wins) and then the token
 /// header. Non-UTF-8 headers, malformed pairs and malformed tokens are skipped, so they
 /// never reach the store.
-pub(crate) fn read(manager: &SessionManager, headers: &HeaderMap) -> Option<String> {
+pub(crate) fn read(manager: &SessionManager, headers: &HeaderMap) -> Option<ClientToken> {
     let config = manager.config();
     if config.token_transport.uses_cookie() {
         let name = config.cookie.name.as_str();
         for value in headers.get_all(COOKIE) {
             let Ok(value) = value.to_str() else { continue };
-            for c in cookie::Cookie::split_parse(value).flatten() {
-                if c.name() == name && token::is_valid(c.value()) {
-                    return Some(c.value().to_owned());
+            // Browsers send every cookie of the site: only pairs that start with our name
+            // go to the parser.
+            for pair in value.split(';') {
+                let named = pair
+                    .trim_start()
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='));
+                if named
+                    && let Ok(c) = cookie::Cookie::parse(pair)
+                    && c.name() == name
+                    && let Some(token) = ClientToken::parse(c.value())
+                {
+                    return Some(token);
                 }
             }
         }
@@ -51,9 +81,9 @@ pub(crate) fn read(manager: &SessionManager, headers: &HeaderMap) -> Option<Stri
     if let Some(header) = manager.token_header() {
         for value in headers.get_all(header) {
             if let Ok(value) = value.to_str()
-                && token::is_valid(value.trim())
+                && let Some(token) = ClientToken::parse(value.trim())
             {
-                return Some(value.trim().to_owned());
+                return Some(token);
             }
         }
     }
@@ -231,9 +261,12 @@ mod tests {
             HeaderValue::from_str(&format!("a=b; session=not-a-token; ;=; session={good}"))
                 .unwrap(),
         );
-        assert_eq!(read(&m, &h), Some(good));
+        assert_eq!(
+            read(&m, &h).as_ref().map(ClientToken::as_str),
+            Some(good.as_str())
+        );
         let mut h = HeaderMap::new();
         h.append(COOKIE, HeaderValue::from_static("session=x"));
-        assert_eq!(read(&m, &h), None);
+        assert!(read(&m, &h).is_none());
     }
 }

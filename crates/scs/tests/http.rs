@@ -120,6 +120,79 @@ async fn unmodified_request_sends_no_cookie_and_writes_nothing() {
 }
 
 #[tokio::test]
+async fn a_handler_that_never_asks_for_its_session_costs_no_store_call() {
+    let store = Probe::new();
+    let c = start(SessionManager::new(store.clone())).await;
+    let token = c.get("/put/a/b", None).await.cookie("session").unwrap();
+    let calls = store.calls();
+    let r = c.get("/noop", Some(&cookie_pair(&token))).await;
+    assert_eq!(r.body, "noop");
+    assert!(r.set_cookies().is_empty());
+    assert_eq!(r.header_all("vary"), ["Cookie"]);
+    assert_eq!(
+        store.calls(),
+        calls,
+        "an untouched request called the store"
+    );
+    // And a store that is down does not fail a request that never asks.
+    store.fail_find(true);
+    let r = c.get("/noop", Some(&cookie_pair(&token))).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "noop"));
+    let r = c.get("/get/a", Some(&cookie_pair(&token))).await;
+    assert_eq!(r.status, 500, "a handler that asks gets the error handler");
+}
+
+#[tokio::test]
+async fn several_extractors_in_one_request_load_once() {
+    let store = Probe::new();
+    let manager = SessionManager::new(store.clone());
+    let app = Router::new()
+        .route(
+            "/twice",
+            get(|a: Session, b: Sessions| async move {
+                let b = b.iter().next().unwrap().clone();
+                b.put("n", &(a.get::<i64>("n").unwrap_or(0) + 1)).unwrap();
+                a.get::<i64>("n").unwrap().to_string()
+            }),
+        )
+        .layer(manager.layer());
+    let c = Client::new(serve(app).await);
+    let token = c.get("/twice", None).await.cookie("session").unwrap();
+    let finds = store.finds();
+    let r = c.get("/twice", Some(&cookie_pair(&token))).await;
+    assert_eq!(r.body, "2", "both extractors share one session");
+    assert_eq!(store.finds() - finds, 1, "one load per request");
+}
+
+#[tokio::test]
+async fn idle_timeout_slides_on_requests_that_never_ask_for_the_session() {
+    let store = Probe::new();
+    let manager = SessionManager::builder(store.clone())
+        .idle_timeout(Duration::from_millis(800))
+        .build()
+        .unwrap();
+    let c = start(manager).await;
+    let token = c.get("/put/a/b", None).await.cookie("session").unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let r = c.get("/noop", Some(&cookie_pair(&token))).await;
+        assert_eq!(r.body, "noop");
+        assert_eq!(r.cookie("session").as_deref(), Some(token.as_str()));
+    }
+    assert_eq!(
+        c.get("/get/a", Some(&cookie_pair(&token))).await.body,
+        "b",
+        "activity that never read the session kept it alive"
+    );
+    assert_eq!(store.commits(), 1, "slid by touch, data never rewritten");
+    // A new visitor on such a route: no cookie, no store call beyond nothing at all.
+    let calls = store.calls();
+    let r = c.get("/noop", None).await;
+    assert!(r.set_cookies().is_empty());
+    assert_eq!(store.calls(), calls);
+}
+
+#[tokio::test]
 async fn vary_always_and_cache_control_with_every_cookie() {
     let c = start(SessionManager::new(Probe::new())).await;
     for path in ["/noop", "/read"] {
