@@ -1,8 +1,6 @@
 //! Reading the token from a request and writing it into a response: the cookie (in Go
 //! scs's exact attribute order) and/or a header.
 
-use std::fmt::Write as _;
-
 use http::header::{CACHE_CONTROL, COOKIE, SET_COOKIE, VARY};
 use http::{HeaderMap, HeaderValue};
 use scs_core::time::OffsetDateTime;
@@ -18,17 +16,28 @@ fn write_http_date(s: &mut String, t: OffsetDateTime) {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let day = DAYS[usize::from(t.weekday().number_days_from_monday()) % 7];
-    let month = MONTHS[(usize::from(u8::from(t.month())) + 11) % 12];
-    let _ = write!(
-        s,
-        "{day}, {:02} {month} {:04} {:02}:{:02}:{:02} GMT",
-        t.day(),
-        t.year(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
+    let two = |s: &mut String, n: u8| {
+        s.push(char::from(b'0' + n / 10 % 10));
+        s.push(char::from(b'0' + n % 10));
+    };
+    s.push_str(DAYS[usize::from(t.weekday().number_days_from_monday()) % 7]);
+    s.push_str(", ");
+    two(s, t.day());
+    s.push(' ');
+    s.push_str(MONTHS[(usize::from(u8::from(t.month())) + 11) % 12]);
+    s.push(' ');
+    // Cookie dates are years 1601 and later: four digits until 9999.
+    let year = t.year().clamp(0, 9999).unsigned_abs();
+    for div in [1000, 100, 10, 1] {
+        s.push(char::from(b'0' + (year / div % 10) as u8));
+    }
+    s.push(' ');
+    two(s, t.hour());
+    s.push(':');
+    two(s, t.minute());
+    s.push(':');
+    two(s, t.second());
+    s.push_str(" GMT");
 }
 
 /// A token as a client sent it, known to have the exact shape of a token: kept inline, no
@@ -146,9 +155,14 @@ fn set_cookie(
 ) -> String {
     let c = &manager.config().cookie;
     let mut s = String::with_capacity(160);
-    let _ = write!(s, "{}={}; Path={}", c.name, token.unwrap_or(""), c.path);
+    s.push_str(&c.name);
+    s.push('=');
+    s.push_str(token.unwrap_or(""));
+    s.push_str("; Path=");
+    s.push_str(&c.path);
     if let Some(domain) = &c.domain {
-        let _ = write!(s, "; Domain={domain}");
+        s.push_str("; Domain=");
+        s.push_str(domain);
     }
     match token {
         None => s.push_str("; Expires=Thu, 01 Jan 1970 00:00:01 GMT; Max-Age=0"),
@@ -168,7 +182,8 @@ fn set_cookie(
                 s.push_str("; Expires=");
                 write_http_date(&mut s, t);
             }
-            let _ = write!(s, "; Max-Age={max_age}");
+            s.push_str("; Max-Age=");
+            s.push_str(itoa::Buffer::new().format(max_age));
         }
         Some(_) => {}
     }
