@@ -2,8 +2,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use deadpool::managed::{self, Metrics, Object, PoolError, RecycleResult};
+use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
 use deadpool_redis::redis::{self, AsyncConnectionConfig, FromRedisValue, RedisError};
-use deadpool_redis::{Connection, Manager, Pool, PoolError, Runtime};
 use scs_core::time::OffsetDateTime;
 use scs_core::{
     Capabilities, Entry, Error, ErrorKind, IterableStore, Record, Result, Store, async_trait,
@@ -26,13 +27,21 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A session store on Redis or Valkey, through a [`deadpool_redis::Pool`].
+/// A session store on Redis or Valkey, through a pool of redis-rs multiplexed connections.
 ///
 /// Each session is one string key, `<prefix><store key>`, holding an 8-byte big-endian
 /// version followed by the session bytes, with a native expiry set in the same command
 /// (`SET key value PXAT <unix ms>`). Redis removes expired keys itself, so there is no
 /// cleanup task. Versioned reads and compare-and-set commits are small Lua scripts, sent as
 /// `EVALSHA` (and as `EVAL` when the server's script cache does not have them).
+///
+/// A store from [`from_url`](Self::from_url) makes one round trip per call: its pool hands
+/// out connections without checking them with the server. Instead, a connection goes back
+/// to the pool only after its last command was answered (with a reply or a server-side
+/// error); one whose command timed out, failed on the wire or was cancelled mid-flight is
+/// closed. Reads (`find`, `find_record`, `all`, [`count`](Self::count),
+/// [`ping`](Self::ping)) that fail because a pooled connection was found broken (the server
+/// restarted) are tried once more on a new connection; writes are not repeated.
 ///
 /// Cloning is cheap and clones share the pool.
 ///
@@ -62,16 +71,17 @@ struct Inner {
 
 impl RedisStore {
     /// A store on `pool` with the default prefix, `scs:session:`.
-    pub fn new(pool: Pool) -> Self {
+    ///
+    /// deadpool-redis checks every connection it hands out with `UNWATCH` + `PING`: each
+    /// call then costs two round trips. [`from_url`](Self::from_url) builds a pool that
+    /// does not.
+    pub fn new(pool: deadpool_redis::Pool) -> Self {
         Self::builder(pool).build_unchecked()
     }
 
-    /// A builder for the key prefix.
-    pub fn builder(pool: Pool) -> RedisStoreBuilder {
-        RedisStoreBuilder {
-            pool,
-            prefix: DEFAULT_PREFIX.to_owned(),
-        }
+    /// A builder for the key prefix, on a deadpool-redis pool (see [`new`](Self::new)).
+    pub fn builder(pool: deadpool_redis::Pool) -> RedisStoreBuilder {
+        RedisStoreBuilder::on(Pool::DeadpoolRedis(pool))
     }
 
     /// Connects to the server at `url` (`redis://[user:password@]host[:port][/db]`,
@@ -79,34 +89,35 @@ impl RedisStore {
     /// default prefix, and checks the connection with a `PING`.
     ///
     /// The pool has deadpool's default size; connecting times out after 5 s, a command
-    /// after 3 s, and waiting for a free pooled connection after 5 s. Build a
-    /// [`deadpool_redis::Pool`] yourself and use [`new`](Self::new) or
-    /// [`builder`](Self::builder) for other settings.
+    /// after 3 s, and waiting for a free pooled connection after 5 s. It sends nothing when
+    /// it hands out a connection, so every store call is one round trip (see
+    /// [`RedisStore`]). For other pool settings, build a [`deadpool_redis::Pool`] and use
+    /// [`new`](Self::new) or [`builder`](Self::builder).
     ///
     /// # Errors
     /// [`ErrorKind::Config`] for a malformed URL, [`ErrorKind::Connection`] (or
     /// [`ErrorKind::Timeout`]) when the server cannot be reached.
     pub async fn from_url(url: &str) -> Result<Self> {
-        let connection = AsyncConnectionConfig::new()
+        let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let manager = Manager::new_with_config(url, connection).map_err(|e| {
+        let client = redis::Client::open(url).map_err(|e| {
             Error::new(ErrorKind::Config, "parsing the Redis URL")
                 .with_backend(BACKEND)
                 .with_source(e)
         })?;
-        let pool = Pool::builder(manager)
-            .runtime(Runtime::Tokio1)
+        let pool = managed::Pool::builder(ConnManager { client, config })
+            .runtime(deadpool::Runtime::Tokio1)
             .wait_timeout(Some(POOL_WAIT_TIMEOUT))
             .create_timeout(Some(CONNECT_TIMEOUT))
-            .recycle_timeout(Some(RESPONSE_TIMEOUT))
+            // No recycle timeout: recycling sends nothing.
             .build()
             .map_err(|e| {
                 Error::new(ErrorKind::Config, "building the Redis connection pool")
                     .with_backend(BACKEND)
                     .with_source(e)
             })?;
-        let store = Self::new(pool);
+        let store = RedisStoreBuilder::on(Pool::Own(pool)).build_unchecked();
         store.ping().await?;
         Ok(store)
     }
@@ -117,7 +128,7 @@ impl RedisStore {
     /// # Errors
     /// [`ErrorKind::Config`] for an empty prefix.
     pub fn with_prefix(&self, prefix: impl Into<String>) -> Result<Self> {
-        Self::builder(self.inner.pool.clone())
+        RedisStoreBuilder::on(self.inner.pool.clone())
             .prefix(prefix)
             .build()
     }
@@ -127,12 +138,12 @@ impl RedisStore {
     /// # Errors
     /// [`ErrorKind::Connection`] or [`ErrorKind::Timeout`] when it does not.
     pub async fn ping(&self) -> Result<()> {
-        const WHAT: &str = "pinging the server";
-        let mut conn = self.inner.conn(WHAT).await?;
-        redis::cmd("PING")
-            .query_async::<()>(&mut conn)
+        let cmd = &redis::cmd("PING");
+        self.inner
+            .run("pinging the server", Retry::Once, |mut conn| async move {
+                conn.query::<()>(cmd).await
+            })
             .await
-            .map_err(|e| redis_error(WHAT, e))
     }
 
     /// The key prefix of this store.
@@ -140,9 +151,14 @@ impl RedisStore {
         &self.inner.prefix
     }
 
-    /// The pool this store uses.
-    pub fn pool(&self) -> &Pool {
-        &self.inner.pool
+    /// The deadpool-redis pool this store was built on with [`new`](Self::new) or
+    /// [`builder`](Self::builder); `None` for a store from [`from_url`](Self::from_url),
+    /// whose pool is the store's own.
+    pub fn pool(&self) -> Option<&deadpool_redis::Pool> {
+        match &self.inner.pool {
+            Pool::DeadpoolRedis(pool) => Some(pool),
+            Pool::Own(_) => None,
+        }
     }
 
     /// How many keys are under this store's prefix (found with `SCAN`, never `KEYS`).
@@ -150,9 +166,14 @@ impl RedisStore {
     /// # Errors
     /// A connection or command error.
     pub async fn count(&self) -> Result<usize> {
-        const WHAT: &str = "counting the sessions";
-        let mut conn = self.inner.conn(WHAT).await?;
-        Ok(self.inner.scan(&mut conn, WHAT).await?.len())
+        let inner = &*self.inner;
+        inner
+            .run(
+                "counting the sessions",
+                Retry::Once,
+                |mut conn| async move { Ok(inner.scan(&mut conn).await?.len()) },
+            )
+            .await
     }
 
     /// Deletes every key under this store's prefix (found with `SCAN`, never `KEYS`): signs
@@ -161,24 +182,68 @@ impl RedisStore {
     /// # Errors
     /// A connection or command error; keys deleted before it stay deleted.
     pub async fn clear(&self) -> Result<usize> {
-        const WHAT: &str = "deleting every session";
-        let mut conn = self.inner.conn(WHAT).await?;
-        let keys = self.inner.scan(&mut conn, WHAT).await?;
-        let mut removed = 0;
-        for batch in keys.chunks(SCAN_COUNT) {
-            removed += redis::cmd("DEL")
-                .arg(batch)
-                .query_async::<usize>(&mut conn)
-                .await
-                .map_err(|e| redis_error(WHAT, e))?;
-        }
-        Ok(removed)
+        let inner = &*self.inner;
+        inner
+            .run(
+                "deleting every session",
+                Retry::Never,
+                |mut conn| async move {
+                    let keys = inner.scan(&mut conn).await?;
+                    let mut removed = 0;
+                    for batch in keys.chunks(SCAN_COUNT) {
+                        let mut cmd = redis::cmd("DEL");
+                        cmd.arg(batch);
+                        removed += conn.query::<usize>(&cmd).await?;
+                    }
+                    Ok(removed)
+                },
+            )
+            .await
     }
 }
 
+/// Whether [`Inner::run`] tries a failed call once more on a new connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// A read: repeating it changes nothing.
+    Once,
+    /// A write: it may have been applied before the connection broke, and repeating it
+    /// could undo what another request wrote in between.
+    Never,
+}
+
 impl Inner {
-    async fn conn(&self, what: &'static str) -> Result<Connection> {
+    async fn conn(&self, what: &'static str) -> Result<Conn> {
         self.pool.get().await.map_err(|e| pool_error(what, e))
+    }
+
+    /// Runs `op` on a pooled connection. When it fails because the connection broke (an
+    /// I/O error that is not a timeout: typically a connection that died while idle in the
+    /// pool, e.g. a server restart), the idle connections are dropped, and a read is tried
+    /// once more on a new one.
+    async fn run<T, F>(&self, what: &'static str, retry: Retry, op: impl Fn(Conn) -> F) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, RedisError>>,
+    {
+        // `op` owns the connection: when it is done (or dropped mid-flight), the connection
+        // goes back to the pool, or is closed if out of step.
+        let first = op(self.conn(what).await?).await;
+        let e = match first {
+            Ok(value) => return Ok(value),
+            Err(e) if connection_broke(&e) => e,
+            Err(e) => return Err(redis_error(what, e)),
+        };
+        // The others idle in the pool most likely broke the same way.
+        self.pool.drop_idle();
+        if retry == Retry::Never {
+            return Err(redis_error(what, e));
+        }
+        op(self.conn(what).await?).await.map_err(|e| {
+            if connection_broke(&e) {
+                self.pool.drop_idle();
+            }
+            redis_error(what, e)
+        })
     }
 
     fn key(&self, key: &str) -> String {
@@ -189,20 +254,18 @@ impl Inner {
     }
 
     /// Every key matching the prefix, once each (`SCAN` may repeat a key).
-    async fn scan(&self, conn: &mut Connection, what: &'static str) -> Result<Vec<Vec<u8>>> {
+    async fn scan(&self, conn: &mut Conn) -> std::result::Result<Vec<Vec<u8>>, RedisError> {
         let mut seen = HashSet::new();
         let mut keys = Vec::new();
         let mut cursor: u64 = 0;
         loop {
-            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
                 .arg("MATCH")
                 .arg(&self.pattern)
                 .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(conn)
-                .await
-                .map_err(|e| redis_error(what, e))?;
+                .arg(SCAN_COUNT);
+            let (next, batch): (u64, Vec<Vec<u8>>) = conn.query(&cmd).await?;
             for key in batch {
                 if seen.insert(key.clone()) {
                     keys.push(key);
@@ -214,6 +277,154 @@ impl Inner {
             cursor = next;
         }
     }
+}
+
+/// An I/O error that is not a timeout: the connection is gone (reset, closed by the
+/// server, or found closed when the command was sent), and nothing suggests that the
+/// server is slow. A timeout is not retried: the server may be overloaded or cut off.
+fn connection_broke(e: &RedisError) -> bool {
+    e.is_io_error() && !e.is_timeout()
+}
+
+// ---------------------------------------------------------------------------------------
+// Connections
+
+/// Opens redis-rs multiplexed connections for the pool of [`RedisStore::from_url`], and
+/// recycles them without a word to the server (deadpool-redis' manager sends `UNWATCH` +
+/// `PING` each time: a second round trip per call). No check is needed: [`Conn`] returns a
+/// connection to the pool only when it is in step, and the store never sends `WATCH`,
+/// `MULTI` or `SUBSCRIBE`, so there is no state to reset. A connection that broke while
+/// idle is found on its next use ([`Inner::run`]).
+struct ConnManager {
+    client: redis::Client,
+    config: AsyncConnectionConfig,
+}
+
+impl managed::Manager for ConnManager {
+    type Type = MultiplexedConnection;
+    type Error = RedisError;
+
+    async fn create(&self) -> std::result::Result<MultiplexedConnection, RedisError> {
+        self.client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await
+    }
+
+    async fn recycle(
+        &self,
+        _: &mut MultiplexedConnection,
+        _: &Metrics,
+    ) -> RecycleResult<RedisError> {
+        Ok(())
+    }
+}
+
+/// The store's pool: its own (from [`RedisStore::from_url`]), or one the caller built with
+/// deadpool-redis.
+#[derive(Clone)]
+enum Pool {
+    Own(managed::Pool<ConnManager>),
+    DeadpoolRedis(deadpool_redis::Pool),
+}
+
+impl Pool {
+    async fn get(&self) -> std::result::Result<Conn, PoolError<RedisError>> {
+        let pooled = match self {
+            Self::Own(pool) => Pooled::Own(pool.get().await?),
+            Self::DeadpoolRedis(pool) => Pooled::DeadpoolRedis(pool.get().await?),
+        };
+        Ok(Conn {
+            pooled: Some(pooled),
+            in_step: true,
+        })
+    }
+
+    fn status(&self) -> deadpool::Status {
+        match self {
+            Self::Own(pool) => pool.status(),
+            Self::DeadpoolRedis(pool) => pool.status(),
+        }
+    }
+
+    /// Closes the idle connections of the store's own pool. (deadpool-redis checks each
+    /// connection with a `PING` before it hands it out, so its pool sorts them out itself.)
+    fn drop_idle(&self) {
+        if let Self::Own(pool) = self {
+            drop(pool.retain(|_, _| false));
+        }
+    }
+}
+
+enum Pooled {
+    Own(Object<ConnManager>),
+    DeadpoolRedis(deadpool_redis::Connection),
+}
+
+/// A pooled connection that goes back to the pool only in step: each command through
+/// [`query`](Self::query) marks it out of step until its reply (or a server-side error
+/// reply) arrived. Dropped out of step (the command timed out, failed on the wire, or the
+/// caller's future was dropped mid-flight), it is taken out of the pool and closed, so that
+/// no one else ever reads a reply meant for this command.
+struct Conn {
+    /// `None` only once dropped.
+    pooled: Option<Pooled>,
+    in_step: bool,
+}
+
+impl Conn {
+    /// Sends `cmd` and reads its reply: the only way the store talks to the server.
+    async fn query<T: FromRedisValue>(
+        &mut self,
+        cmd: &redis::Cmd,
+    ) -> std::result::Result<T, RedisError> {
+        let conn: &mut MultiplexedConnection = match &mut self.pooled {
+            Some(Pooled::Own(obj)) => obj,
+            Some(Pooled::DeadpoolRedis(conn)) => conn,
+            None => {
+                return Err(RedisError::from((
+                    redis::ErrorKind::Client,
+                    "the connection went back to the pool",
+                )));
+            }
+        };
+        self.in_step = false;
+        let reply = match conn.req_packed_command(cmd).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                // A server-side error (NOSCRIPT, WRONGTYPE, a Lua error, ...) is a whole
+                // reply: the connection is still in step. (redis-rs mostly hands those over
+                // as an `Ok` reply holding the error.)
+                self.in_step = is_server_error(&e);
+                return Err(e);
+            }
+        };
+        // The whole reply arrived, even if it is a server-side error or not what `T` can
+        // hold: the connection is in step.
+        self.in_step = true;
+        Ok(redis::from_redis_value(reply.extract_error()?)?)
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if self.in_step {
+            // `Object`'s own drop returns it to the pool.
+            return;
+        }
+        match self.pooled.take() {
+            Some(Pooled::Own(obj)) => drop(Object::take(obj)),
+            Some(Pooled::DeadpoolRedis(conn)) => drop(deadpool_redis::Connection::take(conn)),
+            None => {}
+        }
+    }
+}
+
+/// An error the server answered with.
+fn is_server_error(e: &RedisError) -> bool {
+    matches!(
+        e.kind(),
+        redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+    )
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -244,6 +455,13 @@ impl std::fmt::Debug for RedisStoreBuilder {
 }
 
 impl RedisStoreBuilder {
+    fn on(pool: Pool) -> Self {
+        Self {
+            pool,
+            prefix: DEFAULT_PREFIX.to_owned(),
+        }
+    }
+
     /// The prefix of every key this store writes (default `scs:session:`). Stores with
     /// different prefixes on one server are kept apart, unless one prefix starts with the
     /// other: then the shorter one's `all()` also lists the longer one's sessions.
@@ -388,7 +606,7 @@ impl Lua {
     /// also caches it for the next `EVALSHA`.
     async fn call<T: FromRedisValue>(
         &self,
-        conn: &mut Connection,
+        conn: &mut Conn,
         key: &str,
         args: &[&[u8]],
     ) -> std::result::Result<T, RedisError> {
@@ -400,9 +618,10 @@ impl Lua {
             }
             cmd
         };
-        match cmd("EVALSHA", &self.sha).query_async(conn).await {
+        match conn.query(&cmd("EVALSHA", &self.sha)).await {
+            // A server-side error: the connection is in step for the EVAL.
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                cmd("EVAL", self.code).query_async(conn).await
+                conn.query(&cmd("EVAL", self.code)).await
             }
             reply => reply,
         }
@@ -447,12 +666,15 @@ impl Store for RedisStore {
         // before their background expiry removed it. Every key is written with its expiry
         // in the same command, so a plain GET is the read-side check.
         const WHAT: &str = "finding a session";
-        let mut conn = self.inner.conn(WHAT).await?;
-        let value: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(self.inner.key(key))
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| redis_error(WHAT, e))?;
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.inner.key(key));
+        let cmd = &cmd;
+        let value: Option<Vec<u8>> = self
+            .inner
+            .run(WHAT, Retry::Once, |mut conn| async move {
+                conn.query(cmd).await
+            })
+            .await?;
         match value {
             Some(value) => Ok(Some(decode_value(WHAT, value)?.1)),
             None => Ok(None),
@@ -460,9 +682,7 @@ impl Store for RedisStore {
     }
 
     async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
-        const WHAT: &str = "committing a session";
         let at = expiry_millis(expiry);
-        let mut conn = self.inner.conn(WHAT).await?;
         let cmd = if at <= now_millis() {
             // Already expired: remove what is there, never write a key without a TTL.
             let mut cmd = redis::cmd("DEL");
@@ -477,25 +697,29 @@ impl Store for RedisStore {
                 .arg(at);
             cmd
         };
-        cmd.query_async::<()>(&mut conn)
+        let cmd = &cmd;
+        self.inner
+            .run(
+                "committing a session",
+                Retry::Never,
+                |mut conn| async move { conn.query::<()>(cmd).await },
+            )
             .await
-            .map_err(|e| redis_error(WHAT, e))
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        const WHAT: &str = "deleting a session";
-        let mut conn = self.inner.conn(WHAT).await?;
-        redis::cmd("DEL")
-            .arg(self.inner.key(key))
-            .query_async::<()>(&mut conn)
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.inner.key(key));
+        let cmd = &cmd;
+        self.inner
+            .run("deleting a session", Retry::Never, |mut conn| async move {
+                conn.query::<()>(cmd).await
+            })
             .await
-            .map_err(|e| redis_error(WHAT, e))
     }
 
     async fn touch(&self, key: &str, expiry: OffsetDateTime) -> Result<bool> {
-        const WHAT: &str = "touching a session";
         let at = expiry_millis(expiry);
-        let mut conn = self.inner.conn(WHAT).await?;
         // PEXPIREAT answers 0 for a missing (or already expired) key and creates nothing, and
         // leaves the value, version included, as it is; a past expiry deletes the key, like
         // DEL, which answers how many keys went.
@@ -508,20 +732,27 @@ impl Store for RedisStore {
             cmd.arg(self.inner.key(key)).arg(at);
             cmd
         };
-        let n: i64 = cmd
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| redis_error(WHAT, e))?;
+        // Not retried: a repeated DEL answers 0 for a key the first one removed, and a
+        // repeated PEXPIREAT would undo the expiry of a commit that came in between.
+        let cmd = &cmd;
+        let n: i64 = self
+            .inner
+            .run("touching a session", Retry::Never, |mut conn| async move {
+                conn.query(cmd).await
+            })
+            .await?;
         Ok(n > 0)
     }
 
     async fn find_record(&self, key: &str) -> Result<Option<Record>> {
         const WHAT: &str = "finding a session";
-        let mut conn = self.inner.conn(WHAT).await?;
-        let reply: Option<(Vec<u8>, i64)> = FIND_RECORD
-            .call(&mut conn, &self.inner.key(key), &[])
-            .await
-            .map_err(|e| redis_error(WHAT, e))?;
+        let key = &self.inner.key(key);
+        let reply: Option<(Vec<u8>, i64)> = self
+            .inner
+            .run(WHAT, Retry::Once, |mut conn| async move {
+                FIND_RECORD.call(&mut conn, key, &[]).await
+            })
+            .await?;
         let Some((value, ms)) = reply else {
             return Ok(None);
         };
@@ -540,7 +771,6 @@ impl Store for RedisStore {
         expiry: OffsetDateTime,
         expected: Option<u64>,
     ) -> Result<Option<u64>> {
-        const WHAT: &str = "committing a session";
         let version = scs_core::new_version();
         let expected = expected.map(u64::to_be_bytes);
         let at = expiry_millis(expiry);
@@ -551,19 +781,20 @@ impl Store for RedisStore {
         } else {
             (at.to_string(), encode_value(version, data))
         };
-        let mut conn = self.inner.conn(WHAT).await?;
-        let written: i64 = COMMIT_IF
-            .call(
-                &mut conn,
-                &self.inner.key(key),
-                &[
-                    expected.as_ref().map_or(&[][..], |v| &v[..]),
-                    at.as_bytes(),
-                    &value,
-                ],
+        let key = &self.inner.key(key);
+        let args = &[
+            expected.as_ref().map_or(&[][..], |v| &v[..]),
+            at.as_bytes(),
+            &value,
+        ];
+        let written: i64 = self
+            .inner
+            .run(
+                "committing a session",
+                Retry::Never,
+                |mut conn| async move { COMMIT_IF.call(&mut conn, key, args).await },
             )
-            .await
-            .map_err(|e| redis_error(WHAT, e))?;
+            .await?;
         Ok((written == 1).then_some(version))
     }
 
@@ -576,27 +807,37 @@ impl Store for RedisStore {
 impl IterableStore for RedisStore {
     async fn all(&self) -> Result<Vec<Entry>> {
         const WHAT: &str = "listing the sessions";
-        let mut conn = self.inner.conn(WHAT).await?;
-        let keys = self.inner.scan(&mut conn, WHAT).await?;
-        let mut out = Vec::with_capacity(keys.len());
-        for batch in keys.chunks(MGET_BATCH) {
-            let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
-                .arg(batch)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| redis_error(WHAT, e))?;
-            // A key that expired or was deleted since the SCAN reads as nil: skipped, like
-            // anything under the prefix that is not valid UTF-8.
-            for (key, value) in batch.iter().zip(values) {
-                let Some(value) = value else { continue };
-                let Some(key) = std::str::from_utf8(key)
-                    .ok()
-                    .and_then(|k| k.strip_prefix(self.inner.prefix.as_str()))
-                else {
-                    continue;
-                };
-                out.push((key.to_owned(), decode_value(WHAT, value)?.1));
-            }
+        let inner = &*self.inner;
+        let found = inner
+            .run(WHAT, Retry::Once, |mut conn| async move {
+                let keys = inner.scan(&mut conn).await?;
+                let mut found = Vec::with_capacity(keys.len());
+                for batch in keys.chunks(MGET_BATCH) {
+                    let mut cmd = redis::cmd("MGET");
+                    cmd.arg(batch);
+                    let values: Vec<Option<Vec<u8>>> = conn.query(&cmd).await?;
+                    // A key that expired or was deleted since the SCAN reads as nil: skipped.
+                    found.extend(
+                        batch
+                            .iter()
+                            .zip(values)
+                            .filter_map(|(key, value)| Some((key.clone(), value?))),
+                    );
+                }
+                Ok(found)
+            })
+            .await?;
+        let mut out = Vec::with_capacity(found.len());
+        for (key, value) in found {
+            // Skipped, like a key that expired: anything under the prefix that is not valid
+            // UTF-8.
+            let Some(key) = std::str::from_utf8(&key)
+                .ok()
+                .and_then(|k| k.strip_prefix(self.inner.prefix.as_str()))
+            else {
+                continue;
+            };
+            out.push((key.to_owned(), decode_value(WHAT, value)?.1));
         }
         Ok(out)
     }
@@ -629,7 +870,7 @@ fn redis_error(what: &'static str, e: RedisError) -> Error {
     Error::new(kind, what).with_backend(BACKEND).with_source(e)
 }
 
-fn pool_error(what: &'static str, e: PoolError) -> Error {
+fn pool_error(what: &'static str, e: PoolError<RedisError>) -> Error {
     let kind = match &e {
         PoolError::Timeout(_) => ErrorKind::Timeout,
         PoolError::Backend(re) if re.is_timeout() => ErrorKind::Timeout,
@@ -649,9 +890,9 @@ fn pool_error(what: &'static str, e: PoolError) -> Error {
 mod tests {
     use super::*;
 
-    fn unconnected_pool(url: &str) -> Pool {
+    fn unconnected_pool(url: &str) -> deadpool_redis::Pool {
         deadpool_redis::Config::from_url(url)
-            .create_pool(Some(Runtime::Tokio1))
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .unwrap()
     }
 
@@ -690,7 +931,7 @@ mod tests {
         let debug = format!("{store:?}");
         assert!(!debug.contains("hunter2secret"), "{debug}");
         assert!(debug.contains("scs:session:"), "{debug}");
-        let builder = format!("{:?}", RedisStore::builder(store.pool().clone()));
+        let builder = format!("{:?}", RedisStore::builder(store.pool().unwrap().clone()));
         assert!(!builder.contains("hunter2secret"), "{builder}");
     }
 
@@ -779,21 +1020,77 @@ mod tests {
         let code = format!("return 'ok' -- {}", scs_core::new_version());
         let lua = Lua::new(Box::leak(code.into_boxed_str()));
         let mut conn = store.inner.conn("testing").await.unwrap();
-        let cached = async |conn: &mut Connection| -> bool {
-            let exists: Vec<bool> = redis::cmd("SCRIPT")
-                .arg("EXISTS")
-                .arg(&lua.sha)
-                .query_async(conn)
-                .await
-                .unwrap();
+        let cached = async |conn: &mut Conn| -> bool {
+            let mut cmd = redis::cmd("SCRIPT");
+            cmd.arg("EXISTS").arg(&lua.sha);
+            let exists: Vec<bool> = conn.query(&cmd).await.unwrap();
             exists == [true]
         };
         assert!(!cached(&mut conn).await);
         let reply: String = lua.call(&mut conn, "k", &[]).await.unwrap();
         assert_eq!(reply, "ok");
+        assert!(conn.in_step, "NOSCRIPT is a whole reply");
         assert!(cached(&mut conn).await, "EVAL cached the script");
         let reply: String = lua.call(&mut conn, "k", &[]).await.unwrap();
         assert_eq!(reply, "ok");
+    }
+
+    /// A command that timed out (`BLPOP` blocks on the server longer than the response
+    /// timeout) leaves its connection out of step: it is closed, not pooled; one answered,
+    /// even with a server-side error, goes back. Needs a server, like the test above.
+    #[tokio::test]
+    async fn only_a_connection_in_step_goes_back_to_the_pool() {
+        let url =
+            std::env::var("SCS_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(Duration::from_millis(100)));
+        let manager = ConnManager {
+            client: redis::Client::open(url.as_str()).unwrap(),
+            config,
+        };
+        let pool = Pool::Own(
+            managed::Pool::builder(manager)
+                .runtime(deadpool::Runtime::Tokio1)
+                .build()
+                .unwrap(),
+        );
+        let Ok(mut conn) = pool.get().await else {
+            assert!(
+                std::env::var_os("SCS_REQUIRE_BACKENDS").is_none(),
+                "no server at {url}"
+            );
+            eprintln!("!!! SKIPPED: no server at {url}");
+            return;
+        };
+        conn.query::<()>(&redis::cmd("PING")).await.unwrap();
+        let err = conn
+            .query::<()>(&redis::cmd("NOSUCHCOMMAND"))
+            .await
+            .unwrap_err();
+        assert!(is_server_error(&err), "{err:?}");
+        assert!(conn.in_step);
+        drop(conn);
+        assert_eq!(pool.status().size, 1, "an answered connection is pooled");
+
+        let mut conn = pool.get().await.unwrap();
+        let mut blpop = redis::cmd("BLPOP");
+        blpop
+            .arg(format!("scs-test:empty:{}", scs_core::new_version()))
+            .arg(1);
+        let err = conn.query::<()>(&blpop).await.unwrap_err();
+        assert!(err.is_timeout(), "{err:?}");
+        assert!(!connection_broke(&err), "a timeout is not retried");
+        assert!(!conn.in_step);
+        drop(conn);
+        assert_eq!(pool.status().size, 0, "a timed-out connection is closed");
+
+        let mut conn = pool.get().await.unwrap();
+        let cancelled = tokio::time::timeout(Duration::from_millis(20), conn.query::<()>(&blpop));
+        assert!(cancelled.await.is_err(), "BLPOP answered within 20 ms");
+        assert!(!conn.in_step);
+        drop(conn);
+        assert_eq!(pool.status().size, 0, "a cancelled connection is closed");
     }
 
     #[test]
