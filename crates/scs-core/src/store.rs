@@ -40,9 +40,15 @@ impl Record {
     }
 }
 
-/// A fresh entry version for [`Store::commit`] and [`Store::commit_if`]: 63 random bits
-/// from the OS random source, never zero, so a key deleted and written again does not get
-/// a version it had before (no ABA) without any counter to keep.
+/// A fresh entry version for [`Store::commit`] and [`Store::commit_if`]: 63 bits, never
+/// zero, that differ from every version handed out before with overwhelming probability,
+/// so a key deleted and written again does not get a version it had before (no ABA)
+/// without any counter to keep in the store.
+///
+/// Each thread steps its own counter, started at a random point read once from the OS
+/// random source, through the SplitMix64 mixer (a bijection; the top bit is dropped to fit
+/// a signed 64-bit column): two versions collide with odds of about 2^-63. No system call
+/// per version (versions are not secrets; tokens are, and come from the OS CSPRNG).
 ///
 /// ```
 /// let (a, b) = (scs_core::new_version(), scs_core::new_version());
@@ -50,14 +56,36 @@ impl Record {
 /// assert!(a > 0 && a <= i64::MAX as u64); // fits a signed BIGINT column
 /// ```
 pub fn new_version() -> u64 {
+    thread_local! {
+        static COUNTER: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+    }
+    const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+    let next = COUNTER
+        .try_with(|c| {
+            let n = c.get().unwrap_or_else(random_start).wrapping_add(GAMMA);
+            c.set(Some(n));
+            n
+        })
+        // Thread teardown: a start of its own.
+        .unwrap_or_else(|_| random_start());
+    (splitmix64(next) >> 1).max(1)
+}
+
+fn random_start() -> u64 {
     let mut bytes = [0u8; 8];
-    // On the vanishing chance the OS source fails, fall back to the clock: versions
-    // only need to differ from the previous one.
-    let v = match getrandom::fill(&mut bytes) {
+    // On the vanishing chance the OS source fails, fall back to the clock: versions only
+    // need to differ from the previous ones.
+    match getrandom::fill(&mut bytes) {
         Ok(()) => u64::from_le_bytes(bytes),
         Err(_) => OffsetDateTime::now_utc().unix_timestamp_nanos() as u64,
-    };
-    (v >> 1).max(1)
+    }
+}
+
+/// SplitMix64's output function: a bijection on `u64`.
+fn splitmix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl std::fmt::Debug for Record {
@@ -541,5 +569,28 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {
         (**self).as_iterable()
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    #[test]
+    fn versions_differ_across_calls_and_threads() {
+        let mut seen = std::collections::HashSet::new();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    (0..10_000)
+                        .map(|_| super::new_version())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for t in threads {
+            for v in t.join().unwrap() {
+                assert!(v > 0 && v <= i64::MAX as u64);
+                assert!(seen.insert(v), "version {v} handed out twice");
+            }
+        }
     }
 }
