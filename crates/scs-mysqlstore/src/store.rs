@@ -8,8 +8,9 @@ use scs_core::{
 };
 use scs_tokio::CleanupTask;
 use sqlx::mysql::{
-    MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
+    MySql, MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
 };
+use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Connection, SqlSafeStr, SqlStr};
 
 use crate::BACKEND;
@@ -158,18 +159,189 @@ impl Queries {
     }
 }
 
+/// A pooled connection lent to one operation ([`on_connection!`], [`read_with_retry!`]).
+///
+/// sqlx's MySQL driver is not cancel-safe: a call dropped mid-flight (a store timeout
+/// dropping the future) can leave a packet header read without its payload, a prepared
+/// statement's reply unread while the driver's count of pending results says otherwise, or
+/// half a command in the write buffer. sqlx's ping when the connection returns to the pool
+/// would then read the stream out of step: it may fail (the connection is closed), hang
+/// waiting for a payload that never comes (the connection and its pool slot stay taken
+/// until the server's `wait_timeout`), or pass over a stream still out of step. So a lease
+/// dropped before [`finish`](Self::finish) closes its connection, without flushing a
+/// half-written command, instead of returning it to the pool.
+struct Lease(Option<PoolConnection<MySql>>);
+
+impl Lease {
+    async fn acquire(pool: &MySqlPool) -> std::result::Result<Self, sqlx::Error> {
+        Ok(Self(Some(pool.acquire().await?)))
+    }
+
+    /// The connection; `None` never happens before [`finish`](Self::finish), which
+    /// consumes the lease.
+    fn conn(&mut self) -> Option<&mut MySqlConnection> {
+        self.0.as_deref_mut()
+    }
+
+    /// The operation ended with `result`: the connection goes back to the pool (where
+    /// sqlx pings it, off the request path), or is closed when the connection failed.
+    /// Returns whether it failed.
+    fn finish<T>(mut self, result: &std::result::Result<T, sqlx::Error>) -> bool {
+        let broken = matches!(result, Err(e) if is_connection_failure(e));
+        let conn = self.0.take();
+        if broken && let Some(conn) = conn {
+            drop(conn.detach());
+        }
+        // Otherwise `conn` is dropped here: back to the pool.
+        broken
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // Not finished: the operation was dropped mid-flight (or the connection failed a
+        // ping). Detached and dropped, the socket closes at once and nothing buffered is
+        // sent.
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
+/// Runs `$op` (a statement on `$conn`, a `&mut MySqlConnection`) on a [`Lease`]d
+/// connection, once. A connection failure closes the connection and sweeps the pool
+/// ([`Inner::sweep_idle`]); the whole is a `Result<_, sqlx::Error>`. For writes and DDL:
+/// whether the server applied a statement before its connection broke is unknown, so it
+/// is never run again. (A macro rather than a function taking an async closure: the
+/// future of such a function cannot yet be proven `Send` for the `async_trait` methods.)
+macro_rules! on_connection {
+    ($inner:expr, |$conn:ident| $op:expr) => {
+        async {
+            let inner: &Inner = &$inner;
+            let mut lease = Lease::acquire(&inner.pool).await?;
+            let result = match lease.conn() {
+                Some($conn) => $op.await,
+                None => Err(sqlx::Error::PoolClosed),
+            };
+            if lease.finish(&result) {
+                inner.sweep_idle();
+            }
+            result
+        }
+    };
+}
+
+/// Runs the idempotent read `$op` as [`on_connection!`] does and, when the connection
+/// turns out to be broken ([`is_connection_failure`]), once more on a live one
+/// ([`Inner::live_lease`]).
+///
+/// [`from_url`](MySqlStore::from_url)'s pool hands out idle connections untested
+/// (`test_before_acquire(false)`: no ping before each statement), so a connection that the
+/// server or the network closed while it sat idle (`wait_timeout`, `KILL`, a restart) is
+/// only found when a statement fails on it. A read can safely run again. A timeout is not
+/// retried: the server may be slow rather than gone, and a second try would double the
+/// wait.
+macro_rules! read_with_retry {
+    ($inner:expr, |$conn:ident| $op:expr) => {
+        async {
+            let inner: &Inner = &$inner;
+            let mut lease = Lease::acquire(&inner.pool).await?;
+            let result = match lease.conn() {
+                Some($conn) => $op.await,
+                None => Err(sqlx::Error::PoolClosed),
+            };
+            if !lease.finish(&result) {
+                return result;
+            }
+            inner.sweep_idle();
+            let mut lease = inner.live_lease().await?;
+            let result = match lease.conn() {
+                Some($conn) => $op.await,
+                None => Err(sqlx::Error::PoolClosed),
+            };
+            lease.finish(&result);
+            result
+        }
+    };
+}
+
 impl Inner {
     fn new(pool: MySqlPool, table: String) -> Self {
         let sql = Queries::new(&table);
         Self { pool, table, sql }
     }
 
+    /// A pooled connection that has just answered a ping, for the retry of a read. The
+    /// failure that called for it suggests that other idle connections died with the one
+    /// that failed: each one that does not answer is closed and the next taken, until the
+    /// pool opens a new one. Bounded by the pool's size (plus one); a pool that tests
+    /// connections itself (`test_before_acquire(true)`) is trusted as it is.
+    async fn live_lease(&self) -> std::result::Result<Lease, sqlx::Error> {
+        let options = self.pool.options();
+        if options.get_test_before_acquire() {
+            return Lease::acquire(&self.pool).await;
+        }
+        let mut tries = options.get_max_connections().saturating_add(1);
+        loop {
+            let mut lease = Lease::acquire(&self.pool).await?;
+            let pinged = match lease.conn() {
+                Some(conn) => conn.ping().await,
+                None => Err(sqlx::Error::PoolClosed),
+            };
+            match pinged {
+                Ok(()) => return Ok(lease),
+                // Dropped unfinished: closed.
+                Err(e) => {
+                    drop(lease);
+                    tries -= 1;
+                    if tries == 0 {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a connection failed, checks the pool's other idle connections on a task of
+    /// its own: each is pinged, and closed when it does not answer. Connections rarely die
+    /// alone (a restarted server, a dropped network path), and writes are not retried:
+    /// without this, each write that follows could meet another dead connection. Off the
+    /// request path, and only after a failure; a pool that tests connections itself
+    /// (`test_before_acquire(true)`) is left alone, as is one outside a Tokio runtime.
+    fn sweep_idle(&self) {
+        if self.pool.options().get_test_before_acquire() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = self.pool.clone();
+        runtime.spawn(async move {
+            for _ in 0..pool.num_idle() {
+                let Some(conn) = pool.try_acquire() else {
+                    break;
+                };
+                let mut lease = Lease(Some(conn));
+                let pinged = match lease.conn() {
+                    Some(conn) => conn.ping().await,
+                    None => Ok(()),
+                };
+                // A connection that answered goes back; one that did not is closed.
+                if pinged.is_ok() {
+                    lease.finish(&pinged);
+                }
+            }
+        });
+    }
+
     async fn delete_expired(&self) -> Result<u64> {
-        let done = sqlx::query(self.sql.delete_expired.clone())
-            .bind(now())
-            .execute(&self.pool)
-            .await
-            .map_err(error("removing expired sessions"))?;
+        let done = on_connection!(self, |conn| {
+            sqlx::query(self.sql.delete_expired.clone())
+                .bind(now())
+                .execute(conn)
+        })
+        .await
+        .map_err(error("removing expired sessions"))?;
         Ok(done.rows_affected())
     }
 }
@@ -234,9 +406,19 @@ impl MySqlStore {
     }
 
     /// Opens one connection to `url` (`mysql://user:password@host:port/database?options`,
-    /// or `mariadb://`) to check it, then builds a pool with sqlx's default options (at most
-    /// 10 connections, 30 s to get one) and the store as [`new`](Self::new) does. Does not
-    /// create the table: call [`migrate`](Self::migrate).
+    /// or `mariadb://`) to check it, then builds a pool and the store as [`new`](Self::new)
+    /// does. Does not create the table: call [`migrate`](Self::migrate).
+    ///
+    /// The pool has sqlx's defaults (at most 10 connections, 30 s to get one) except
+    /// `test_before_acquire(false)`: sqlx would otherwise ping every idle connection before
+    /// handing it out, one extra round trip before each statement. Without it a `find` or a
+    /// `commit` is one round trip on the request path. A pooled connection that broke while
+    /// idle is then found when a statement fails on it: `find`, `find_record` and `all` run
+    /// once more on a live connection, and writes return the [`ErrorKind::Connection`]
+    /// error (see the README). sqlx still pings each connection when it returns to the
+    /// pool, on a task of its own after the caller has its answer, so the wire shows two
+    /// exchanges per call, one of them on the request path. A pool you build yourself and
+    /// pass to [`new`](Self::new) or [`builder`](Self::builder) keeps your options.
     ///
     /// # Errors
     /// [`ErrorKind::Config`] for a malformed URL, [`ErrorKind::Connection`] when the server
@@ -263,7 +445,9 @@ impl MySqlStore {
         // The check passed; how that connection says goodbye does not matter.
         let _ = conn.close().await;
         Ok(Self::new(
-            MySqlPoolOptions::new().connect_lazy_with(options),
+            MySqlPoolOptions::new()
+                .test_before_acquire(false)
+                .connect_lazy_with(options),
         ))
     }
 
@@ -281,19 +465,23 @@ impl MySqlStore {
     /// [`ErrorKind::Backend`] when the database rejects the DDL (e.g. no permission).
     pub async fn migrate(&self) -> Result<()> {
         let inner = &self.inner;
-        sqlx::query(inner.sql.create_table.clone())
-            .execute(&inner.pool)
-            .await
-            .map_err(error("creating the sessions table"))?;
-        let has_version: i64 = sqlx::query_scalar(inner.sql.has_version.clone())
-            .bind(&inner.table)
-            .fetch_one(&inner.pool)
-            .await
-            .map_err(error("checking the sessions table for a version column"))?;
+        on_connection!(inner, |conn| {
+            sqlx::query(inner.sql.create_table.clone()).execute(conn)
+        })
+        .await
+        .map_err(error("creating the sessions table"))?;
+        let has_version: i64 = read_with_retry!(inner, |conn| {
+            sqlx::query_scalar(inner.sql.has_version.clone())
+                .bind(&inner.table)
+                .fetch_one(conn)
+        })
+        .await
+        .map_err(error("checking the sessions table for a version column"))?;
         if has_version == 0 {
-            match sqlx::query(inner.sql.add_version.clone())
-                .execute(&inner.pool)
-                .await
+            match on_connection!(inner, |conn| {
+                sqlx::query(inner.sql.add_version.clone()).execute(conn)
+            })
+            .await
             {
                 Err(e) if error_number(&e) == Some(ER_DUP_FIELDNAME) => {}
                 done => {
@@ -301,9 +489,10 @@ impl MySqlStore {
                 }
             }
         }
-        match sqlx::query(inner.sql.create_index.clone())
-            .execute(&inner.pool)
-            .await
+        match on_connection!(inner, |conn| {
+            sqlx::query(inner.sql.create_index.clone()).execute(conn)
+        })
+        .await
         {
             Err(e) if error_number(&e) == Some(ER_DUP_KEYNAME) => Ok(()),
             done => done
@@ -408,56 +597,66 @@ impl Store for MySqlStore {
     }
 
     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        sqlx::query_scalar::<_, Vec<u8>>(self.inner.sql.find.clone())
-            .bind(key)
-            .bind(now())
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(error("finding a session"))
+        let sql = &self.inner.sql.find;
+        read_with_retry!(self.inner, |conn| {
+            sqlx::query_scalar::<_, Vec<u8>>(sql.clone())
+                .bind(key)
+                .bind(now())
+                .fetch_optional(conn)
+        })
+        .await
+        .map_err(error("finding a session"))
     }
 
     async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
         // One upsert; a past expiry leaves a row that no read returns and cleanup deletes.
-        sqlx::query(self.inner.sql.commit.clone())
-            .bind(key)
-            .bind(data)
-            .bind(utc(expiry))
-            .bind(to_db(scs_core::new_version()))
-            .execute(&self.inner.pool)
-            .await
-            .map_err(error("committing a session"))?;
+        on_connection!(self.inner, |conn| {
+            sqlx::query(self.inner.sql.commit.clone())
+                .bind(key)
+                .bind(data)
+                .bind(utc(expiry))
+                .bind(to_db(scs_core::new_version()))
+                .execute(conn)
+        })
+        .await
+        .map_err(error("committing a session"))?;
         Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        sqlx::query(self.inner.sql.delete.clone())
-            .bind(key)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(error("deleting a session"))?;
+        on_connection!(self.inner, |conn| {
+            sqlx::query(self.inner.sql.delete.clone())
+                .bind(key)
+                .execute(conn)
+        })
+        .await
+        .map_err(error("deleting a session"))?;
         Ok(())
     }
 
     async fn touch(&self, key: &str, expiry: OffsetDateTime) -> Result<bool> {
         // sqlx connects with CLIENT_FOUND_ROWS, so "affected" counts matched rows: a touch
         // to the expiry a row already has still reports the row as live.
-        let done = sqlx::query(self.inner.sql.touch.clone())
-            .bind(utc(expiry))
-            .bind(key)
-            .bind(now())
-            .execute(&self.inner.pool)
-            .await
-            .map_err(error("touching a session"))?;
+        let done = on_connection!(self.inner, |conn| {
+            sqlx::query(self.inner.sql.touch.clone())
+                .bind(utc(expiry))
+                .bind(key)
+                .bind(now())
+                .execute(conn)
+        })
+        .await
+        .map_err(error("touching a session"))?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn find_record(&self, key: &str) -> Result<Option<Record>> {
-        let row = sqlx::query_as::<_, (Vec<u8>, PrimitiveDateTime, i64)>(
-            self.inner.sql.find_record.clone(),
-        )
-        .bind(key)
-        .bind(now())
-        .fetch_optional(&self.inner.pool)
+        let sql = &self.inner.sql.find_record;
+        let row = read_with_retry!(self.inner, |conn| {
+            sqlx::query_as::<_, (Vec<u8>, PrimitiveDateTime, i64)>(sql.clone())
+                .bind(key)
+                .bind(now())
+                .fetch_optional(conn)
+        })
         .await
         .map_err(error("finding a session"))?;
         Ok(row.map(|(data, expiry, version)| {
@@ -478,30 +677,34 @@ impl Store for MySqlStore {
         let now = now();
         let won = match expected {
             Some(expected) => {
-                let done = sqlx::query(self.inner.sql.commit_if_version.clone())
-                    .bind(data)
-                    .bind(utc(expiry))
-                    .bind(to_db(version))
-                    .bind(key)
-                    .bind(to_db(expected))
-                    .bind(now)
-                    .execute(&self.inner.pool)
-                    .await
-                    .map_err(error("committing a session"))?;
+                let done = on_connection!(self.inner, |conn| {
+                    sqlx::query(self.inner.sql.commit_if_version.clone())
+                        .bind(data)
+                        .bind(utc(expiry))
+                        .bind(to_db(version))
+                        .bind(key)
+                        .bind(to_db(expected))
+                        .bind(now)
+                        .execute(conn)
+                })
+                .await
+                .map_err(error("committing a session"))?;
                 done.rows_affected() > 0
             }
             None => {
-                let done = sqlx::query(self.inner.sql.commit_if_absent.clone())
-                    .bind(key)
-                    .bind(data)
-                    .bind(utc(expiry))
-                    .bind(to_db(version))
-                    .bind(now)
-                    .bind(now)
-                    .bind(now)
-                    .execute(&self.inner.pool)
-                    .await
-                    .map_err(error("committing a session"))?;
+                let done = on_connection!(self.inner, |conn| {
+                    sqlx::query(self.inner.sql.commit_if_absent.clone())
+                        .bind(key)
+                        .bind(data)
+                        .bind(utc(expiry))
+                        .bind(to_db(version))
+                        .bind(now)
+                        .bind(now)
+                        .bind(now)
+                        .execute(conn)
+                })
+                .await
+                .map_err(error("committing a session"))?;
                 absent_commit_won(done.rows_affected(), done.last_insert_id())
             }
         };
@@ -516,11 +719,14 @@ impl Store for MySqlStore {
 #[async_trait]
 impl IterableStore for MySqlStore {
     async fn all(&self) -> Result<Vec<Entry>> {
-        sqlx::query_as::<_, (String, Vec<u8>)>(self.inner.sql.all.clone())
-            .bind(now())
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(error("listing sessions"))
+        let sql = &self.inner.sql.all;
+        read_with_retry!(self.inner, |conn| {
+            sqlx::query_as::<_, (String, Vec<u8>)>(sql.clone())
+                .bind(now())
+                .fetch_all(conn)
+        })
+        .await
+        .map_err(error("listing sessions"))
     }
 }
 
@@ -580,6 +786,20 @@ fn connect_error(e: sqlx::Error) -> Error {
     Error::new(kind, "connecting to MySQL")
         .with_backend(BACKEND)
         .with_source(e)
+}
+
+/// Whether `e` says the connection failed rather than the statement: an I/O error (other
+/// than a timeout), a protocol error, or the server telling the client it closes the
+/// session (1053 shutdown, 1927 connection killed, 4031 idle disconnect; it sends these as
+/// errors, which is why they are the only database errors here). Such a connection is
+/// closed, and a read is run once more on another one.
+fn is_connection_failure(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(io) => io.kind() != std::io::ErrorKind::TimedOut,
+        sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(_) => matches!(error_number(e), Some(1053 | 1927 | 4031)),
+        _ => false,
+    }
 }
 
 fn error_kind(e: &sqlx::Error) -> ErrorKind {
@@ -740,6 +960,28 @@ mod tests {
             !absent_commit_won(0, 1),
             "a live row kept (no CLIENT_FOUND_ROWS)"
         );
+    }
+
+    #[test]
+    fn connection_failures_are_told_from_statement_failures() {
+        use std::io::{Error as IoError, ErrorKind as Io};
+        let io = |kind| sqlx::Error::Io(IoError::from(kind));
+        for broken in [
+            io(Io::UnexpectedEof),
+            io(Io::ConnectionReset),
+            io(Io::BrokenPipe),
+            sqlx::Error::Protocol("packets out of order".into()),
+        ] {
+            assert!(is_connection_failure(&broken), "{broken:?}");
+        }
+        for not in [
+            io(Io::TimedOut),
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::RowNotFound,
+        ] {
+            assert!(!is_connection_failure(&not), "{not:?}");
+        }
     }
 
     #[test]

@@ -7,7 +7,8 @@ use scs_core::{
     Capabilities, Entry, Error, ErrorKind, IterableStore, Record, Result, Store, async_trait,
 };
 use scs_tokio::CleanupTask;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, Postgres};
 use sqlx::{AssertSqlSafe, Connection, SqlSafeStr, SqlStr};
 
 use crate::BACKEND;
@@ -142,10 +143,108 @@ impl Queries {
     }
 }
 
+/// Runs an idempotent read on a pooled connection and, when that connection turns out to
+/// be broken ([`is_connection_failure`]), once more on a live one
+/// ([`Inner::live_connection`]). `$op` is the statement on `$conn` (a
+/// [`PoolConnection`]), evaluated again for the second try; the whole is a
+/// `Result<_, sqlx::Error>`.
+///
+/// [`from_url`](PostgresStore::from_url)'s pool hands out idle connections untested
+/// (`test_before_acquire(false)`: no ping before each statement), so a connection that the
+/// server or the network closed while it sat idle is only found when a statement fails on
+/// it. A read can safely run again. A write is never retried (it returns the error, as it
+/// would have with a tested connection that broke during the statement): whether the
+/// server applied it before the connection broke is unknown. A timeout is not retried
+/// either: the server may be slow rather than gone, and a second try would double the
+/// wait. (A macro rather than a function taking an async closure: the future of such a
+/// function cannot yet be proven `Send` for the `async_trait` methods.)
+macro_rules! read_with_retry {
+    ($inner:expr, |$conn:ident| $op:expr) => {
+        async {
+            let inner: &Inner = &$inner;
+            let mut $conn = inner.pool.acquire().await?;
+            match $op.await {
+                Err(e) if is_connection_failure(&e) => {
+                    // Broken: close it now rather than have the pool ping it on return.
+                    drop($conn.detach());
+                    inner.sweep_idle();
+                    let mut $conn = inner.live_connection().await?;
+                    $op.await
+                }
+                done => done,
+            }
+        }
+    };
+}
+
 impl Inner {
     fn new(pool: PgPool, table: String) -> Self {
         let sql = Queries::new(&table);
         Self { pool, table, sql }
+    }
+
+    /// A pooled connection that has just answered a ping, for the retry of a read. The
+    /// failure that called for it suggests that other idle connections died with the one
+    /// that failed (a restarted server, a dropped network path): each one that does not
+    /// answer is closed and the next taken, until the pool opens a new one. Bounded by the
+    /// pool's size (plus one); a pool that tests connections itself
+    /// (`test_before_acquire(true)`) is trusted as it is.
+    async fn live_connection(&self) -> std::result::Result<PoolConnection<Postgres>, sqlx::Error> {
+        let options = self.pool.options();
+        if options.get_test_before_acquire() {
+            return self.pool.acquire().await;
+        }
+        let mut tries = options.get_max_connections().saturating_add(1);
+        loop {
+            let mut conn = self.pool.acquire().await?;
+            match conn.ping().await {
+                Ok(()) => return Ok(conn),
+                Err(e) => {
+                    drop(conn.detach());
+                    tries -= 1;
+                    if tries == 0 {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a connection failed, checks the pool's other idle connections on a task of
+    /// its own: each is pinged, and closed when it does not answer. Connections rarely die
+    /// alone (a restarted server, a dropped network path), and writes are not retried:
+    /// without this, each write that follows could meet another dead connection. Off the
+    /// request path, and only after a failure; a pool that tests connections itself
+    /// (`test_before_acquire(true)`) is left alone, as is one outside a Tokio runtime.
+    fn sweep_idle(&self) {
+        if self.pool.options().get_test_before_acquire() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = self.pool.clone();
+        runtime.spawn(async move {
+            for _ in 0..pool.num_idle() {
+                let Some(mut conn) = pool.try_acquire() else {
+                    break;
+                };
+                if conn.ping().await.is_err() {
+                    drop(conn.detach());
+                }
+            }
+        });
+    }
+
+    /// Maps the error of a statement that is not retried, after sweeping the pool
+    /// ([`sweep_idle`](Self::sweep_idle)) when the connection failed.
+    fn failed(&self, what: &'static str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
+        move |e| {
+            if is_connection_failure(&e) {
+                self.sweep_idle();
+            }
+            error(what)(e)
+        }
     }
 
     async fn delete_expired(&self) -> Result<u64> {
@@ -153,7 +252,7 @@ impl Inner {
             .bind(now())
             .execute(&self.pool)
             .await
-            .map_err(error("removing expired sessions"))?;
+            .map_err(self.failed("removing expired sessions"))?;
         Ok(done.rows_affected())
     }
 }
@@ -199,9 +298,19 @@ impl PostgresStore {
     }
 
     /// Opens one connection to `url` (`postgres://user:password@host:port/database?options`)
-    /// to check it, then builds a pool with sqlx's default options (at most 10 connections,
-    /// 30 s to get one) and the store as [`new`](Self::new) does. Does not create the
-    /// table: call [`migrate`](Self::migrate).
+    /// to check it, then builds a pool and the store as [`new`](Self::new) does. Does not
+    /// create the table: call [`migrate`](Self::migrate).
+    ///
+    /// The pool has sqlx's defaults (at most 10 connections, 30 s to get one) except
+    /// `test_before_acquire(false)`: sqlx would otherwise ping every idle connection before
+    /// handing it out, one extra round trip before each statement. Without it a `find` or a
+    /// `commit` is one round trip on the request path. A pooled connection that broke while
+    /// idle is then found when a statement fails on it: `find`, `find_record` and `all` run
+    /// once more on a live connection, and writes return the [`ErrorKind::Connection`]
+    /// error (see the README). sqlx still pings each connection when it returns to the
+    /// pool, on a task of its own after the caller has its answer, so the wire shows two
+    /// exchanges per call, one of them on the request path. A pool you build yourself and
+    /// pass to [`new`](Self::new) or [`builder`](Self::builder) keeps your options.
     ///
     /// # Errors
     /// [`ErrorKind::Config`] for a malformed URL, [`ErrorKind::Connection`] when the server
@@ -227,7 +336,11 @@ impl PostgresStore {
             .map_err(connect_error)?;
         // The check passed; how that connection says goodbye does not matter.
         let _ = conn.close().await;
-        Ok(Self::new(PgPoolOptions::new().connect_lazy_with(options)))
+        Ok(Self::new(
+            PgPoolOptions::new()
+                .test_before_acquire(false)
+                .connect_lazy_with(options),
+        ))
     }
 
     /// Creates the table and its expiry index when they do not exist yet, and adds the
@@ -357,12 +470,15 @@ impl Store for PostgresStore {
     }
 
     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        sqlx::query_scalar::<_, Vec<u8>>(self.inner.sql.find.clone())
-            .bind(key)
-            .bind(now())
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(error("finding a session"))
+        let sql = &self.inner.sql.find;
+        read_with_retry!(self.inner, |conn| {
+            sqlx::query_scalar::<_, Vec<u8>>(sql.clone())
+                .bind(key)
+                .bind(now())
+                .fetch_optional(&mut *conn)
+        })
+        .await
+        .map_err(error("finding a session"))
     }
 
     async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
@@ -374,7 +490,7 @@ impl Store for PostgresStore {
             .bind(to_db(scs_core::new_version()))
             .execute(&self.inner.pool)
             .await
-            .map_err(error("committing a session"))?;
+            .map_err(self.inner.failed("committing a session"))?;
         Ok(())
     }
 
@@ -383,7 +499,7 @@ impl Store for PostgresStore {
             .bind(key)
             .execute(&self.inner.pool)
             .await
-            .map_err(error("deleting a session"))?;
+            .map_err(self.inner.failed("deleting a session"))?;
         Ok(())
     }
 
@@ -394,18 +510,20 @@ impl Store for PostgresStore {
             .bind(now())
             .execute(&self.inner.pool)
             .await
-            .map_err(error("touching a session"))?;
+            .map_err(self.inner.failed("touching a session"))?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn find_record(&self, key: &str) -> Result<Option<Record>> {
-        let row =
-            sqlx::query_as::<_, (Vec<u8>, OffsetDateTime, i64)>(self.inner.sql.find_record.clone())
+        let sql = &self.inner.sql.find_record;
+        let row = read_with_retry!(self.inner, |conn| {
+            sqlx::query_as::<_, (Vec<u8>, OffsetDateTime, i64)>(sql.clone())
                 .bind(key)
                 .bind(now())
-                .fetch_optional(&self.inner.pool)
-                .await
-                .map_err(error("finding a session"))?;
+                .fetch_optional(&mut *conn)
+        })
+        .await
+        .map_err(error("finding a session"))?;
         Ok(row.map(|(data, expiry, version)| Record::new(data, expiry, from_db(version))))
     }
 
@@ -437,7 +555,7 @@ impl Store for PostgresStore {
         let done = query
             .execute(&self.inner.pool)
             .await
-            .map_err(error("committing a session"))?;
+            .map_err(self.inner.failed("committing a session"))?;
         Ok((done.rows_affected() > 0).then_some(version))
     }
 
@@ -449,11 +567,14 @@ impl Store for PostgresStore {
 #[async_trait]
 impl IterableStore for PostgresStore {
     async fn all(&self) -> Result<Vec<Entry>> {
-        sqlx::query_as::<_, (String, Vec<u8>)>(self.inner.sql.all.clone())
-            .bind(now())
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(error("listing sessions"))
+        let sql = &self.inner.sql.all;
+        read_with_retry!(self.inner, |conn| {
+            sqlx::query_as::<_, (String, Vec<u8>)>(sql.clone())
+                .bind(now())
+                .fetch_all(&mut *conn)
+        })
+        .await
+        .map_err(error("listing sessions"))
     }
 }
 
@@ -513,6 +634,23 @@ fn connect_error(e: sqlx::Error) -> Error {
     Error::new(kind, "connecting to PostgreSQL")
         .with_backend(BACKEND)
         .with_source(e)
+}
+
+/// Whether `e` says the connection failed rather than the statement: an I/O error (other
+/// than a timeout), a protocol error, or the server telling the client it is closing the
+/// session (SQLSTATE class 08, 57P01 `admin_shutdown` as from `pg_terminate_backend`, 57P02
+/// `crash_shutdown`, 57P05 `idle_session_timeout`; it sends these as errors, which is why
+/// they are the only database errors here). Such a connection is closed, and a read is
+/// run once more on another one.
+fn is_connection_failure(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(io) => io.kind() != std::io::ErrorKind::TimedOut,
+        sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P05")
+        }),
+        _ => false,
+    }
 }
 
 fn error_kind(e: &sqlx::Error) -> ErrorKind {
@@ -643,6 +781,28 @@ mod tests {
             assert_eq!(from_db(to_db(v)), v);
         }
         assert!(to_db(scs_core::new_version()) > 0);
+    }
+
+    #[test]
+    fn connection_failures_are_told_from_statement_failures() {
+        use std::io::{Error as IoError, ErrorKind as Io};
+        let io = |kind| sqlx::Error::Io(IoError::from(kind));
+        for broken in [
+            io(Io::UnexpectedEof),
+            io(Io::ConnectionReset),
+            io(Io::BrokenPipe),
+            sqlx::Error::Protocol("unexpected message".into()),
+        ] {
+            assert!(is_connection_failure(&broken), "{broken:?}");
+        }
+        for not in [
+            io(Io::TimedOut),
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::RowNotFound,
+        ] {
+            assert!(!is_connection_failure(&not), "{not:?}");
+        }
     }
 
     #[test]

@@ -2,7 +2,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, Object, Pool, PoolError, Runtime};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
 use scs_core::time::OffsetDateTime;
 use scs_core::{
     Capabilities, Entry, Error, ErrorKind, IterableStore, Record, Result, Store, async_trait,
@@ -169,10 +171,26 @@ impl Inner {
             .map_err(error(what))
     }
 
-    /// Runs `sql` and returns its rows.
+    /// Runs `sql`, an idempotent read, and returns its rows; when the connection turns out
+    /// to be broken ([`is_connection_failure`]), once more on another pooled connection.
+    ///
+    /// The pool checks a connection on checkout without a query (`RecyclingMethod::Fast`,
+    /// see [`TokioPostgresStore::from_url`]): one the server closed is dropped there
+    /// (tokio-postgres's connection task has read the close and marked the client closed),
+    /// but one that breaks just before or during the statement is only found when the
+    /// statement fails. A read can safely run again; a write is never retried (whether the
+    /// server applied it before the connection broke is unknown), and neither is a timeout.
     async fn query(&self, sql: &str, params: &Params<'_>, what: &'static str) -> Result<Vec<Row>> {
-        let (client, statement) = self.prepare(sql, what).await?;
-        client.query(&statement, params).await.map_err(error(what))
+        let client = self.pool.get().await.map_err(pool_error(what))?;
+        match run_query(&client, sql, params).await {
+            Err(e) if is_connection_failure(&e) => {
+                // Never back into the pool.
+                drop(Object::take(client));
+                let client = self.pool.get().await.map_err(pool_error(what))?;
+                run_query(&client, sql, params).await.map_err(error(what))
+            }
+            done => done.map_err(error(what)),
+        }
     }
 
     async fn delete_expired(&self) -> Result<u64> {
@@ -189,6 +207,16 @@ impl Inner {
         let client = self.pool.get().await.map_err(pool_error(what))?;
         client.batch_execute(sql).await.map_err(error(what))
     }
+}
+
+/// Prepares `sql` on `client` (once per connection) and runs it.
+async fn run_query(
+    client: &Object,
+    sql: &str,
+    params: &Params<'_>,
+) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query(&statement, params).await
 }
 
 /// "Now" is taken from the application's clock and bound, so that the app and the database
@@ -236,6 +264,14 @@ impl TokioPostgresStore {
     /// to check it, and builds the store as [`new`](Self::new) does. Does not create the
     /// table: call [`migrate`](Self::migrate).
     ///
+    /// The pool recycles connections with [`RecyclingMethod::Fast`]: a checkout sends no
+    /// query (`Verified` would send one before each statement), so a `find` or a `commit` is
+    /// one round trip, and nothing else goes over the wire. A connection the server closed
+    /// is dropped at checkout all the same (its client reads as closed); one that breaks
+    /// during a read is replaced and the read run once more, while a write returns the
+    /// [`ErrorKind::Connection`] error (see the README). A pool you build yourself and pass
+    /// to [`new`](Self::new) or [`builder`](Self::builder) keeps your options.
+    ///
     /// # Errors
     /// [`ErrorKind::Config`] for a malformed URL, [`ErrorKind::Connection`] when the server
     /// cannot be reached or refuses the login, [`ErrorKind::Timeout`] when connecting
@@ -247,7 +283,31 @@ impl TokioPostgresStore {
                 .with_backend(BACKEND)
                 .with_source(e)
         })?;
-        let pool = Pool::builder(Manager::new(config, NoTls))
+        // `Fast` (deadpool-postgres's default, spelled out because the one-round-trip
+        // promise rests on it) only asks `Client::is_closed()` on checkout: no query. That
+        // is safe for two reasons.
+        // - A dead connection: tokio-postgres drives each connection on a task of its own,
+        //   which reads the server's FATAL message or EOF as soon as it arrives, ends, and
+        //   leaves the client closed, so `is_closed()` catches a connection the server
+        //   closed while it sat idle. What it cannot catch (a connection that breaks just
+        //   before or during a statement) fails that statement; reads then run once more
+        //   (`Inner::query`).
+        // - A cancelled call (a store timeout dropping the future mid-flight) does not
+        //   desynchronise the connection: the client hands each request, encoded whole, to
+        //   the connection task in one synchronous channel send (so it is queued whole or
+        //   not at all), the task alone writes the socket, and it routes replies to requests
+        //   in order, reading through (and discarding) the replies of a request whose caller
+        //   went away (`Connection::poll_read`). A prepared statement is cached by the pool
+        //   only once prepared. So a client whose call was dropped can go back to the pool
+        //   and serve the next call, and `Verified`'s query would add nothing.
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
             .max_size(DEFAULT_POOL_SIZE)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(DEFAULT_POOL_TIMEOUT))
@@ -578,6 +638,21 @@ fn pool_error(what: &'static str) -> impl FnOnce(PoolError) -> Error {
         };
         Error::new(kind, what).with_backend(BACKEND).with_source(e)
     }
+}
+
+/// Whether `e` says the connection failed rather than the statement: the connection is
+/// closed, an I/O error (other than a timeout), or the server telling the client it is
+/// closing the session (SQLSTATE class 08, 57P01 `admin_shutdown` as from
+/// `pg_terminate_backend`, 57P02 `crash_shutdown`, 57P05 `idle_session_timeout`).
+fn is_connection_failure(e: &tokio_postgres::Error) -> bool {
+    if let Some(code) = e.code() {
+        let code = code.code();
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P05");
+    }
+    e.is_closed()
+        || std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| io.kind() != std::io::ErrorKind::TimedOut)
 }
 
 fn error_kind(e: &tokio_postgres::Error) -> ErrorKind {

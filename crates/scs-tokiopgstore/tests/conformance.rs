@@ -23,6 +23,7 @@ fn main() -> ExitCode {
                 let config = url
                     .parse()
                     .map_err(|e| driver_error(ErrorKind::Config, "parsing the URL", e))?;
+                // `Manager::new` recycles with `RecyclingMethod::Fast`, as from_url's pool.
                 let pool = Pool::builder(Manager::new(config, NoTls))
                     .max_size(2)
                     .build()
