@@ -21,7 +21,15 @@ use crate::{Opts, Result, emit, runtime};
 /// Live sessions each store holds during the run; operations cycle through them.
 const KEYS: usize = 256;
 /// How long to wait for a server before listing it as down.
-#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+#[cfg_attr(
+    not(any(
+        feature = "redis",
+        feature = "postgres",
+        feature = "tokio-postgres",
+        feature = "mysql"
+    )),
+    allow(dead_code)
+)]
 const CONNECT: Duration = Duration::from_secs(5);
 
 struct Fixture {
@@ -121,6 +129,17 @@ pub(crate) fn main(opts: &Opts) -> Result<()> {
         postgres::run(&Fixture::new(ops)?).await?;
         #[cfg(not(feature = "postgres"))]
         skipped("postgres", "scs-bench built without the `postgres` feature");
+        #[cfg(feature = "tokio-postgres")]
+        tokio_postgres::run(&Fixture::new(ops)?).await?;
+        #[cfg(not(feature = "tokio-postgres"))]
+        skipped(
+            "tokio-postgres",
+            "scs-bench built without the `tokio-postgres` feature",
+        );
+        #[cfg(feature = "mysql")]
+        mysql::run(&Fixture::new(ops)?).await?;
+        #[cfg(not(feature = "mysql"))]
+        skipped("mysql", "scs-bench built without the `mysql` feature");
         #[cfg(feature = "sqlite")]
         sqlite::run(&Fixture::new(ops)?).await?;
         #[cfg(not(feature = "sqlite"))]
@@ -185,13 +204,29 @@ async fn memory(fx: &Fixture) -> Result<()> {
 
 /// A TCP relay on 127.0.0.1 that counts round trips: each time the client sends after the
 /// server last spoke (or first) is one.
-#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+#[cfg_attr(
+    not(any(
+        feature = "redis",
+        feature = "postgres",
+        feature = "tokio-postgres",
+        feature = "mysql"
+    )),
+    allow(dead_code)
+)]
 struct Proxy {
     port: u16,
     trips: Arc<AtomicU64>,
 }
 
-#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+#[cfg_attr(
+    not(any(
+        feature = "redis",
+        feature = "postgres",
+        feature = "tokio-postgres",
+        feature = "mysql"
+    )),
+    allow(dead_code)
+)]
 impl Proxy {
     async fn start(upstream: String) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -270,7 +305,15 @@ async fn pump(
 
 /// `url` with its `host:port` replaced, and the `host:port` it had (`default_port` when it
 /// named none).
-#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+#[cfg_attr(
+    not(any(
+        feature = "redis",
+        feature = "postgres",
+        feature = "tokio-postgres",
+        feature = "mysql"
+    )),
+    allow(dead_code)
+)]
 fn redirect(url: &str, default_port: u16, new_host_port: &str) -> Option<(String, String)> {
     let start = url.find("://")? + 3;
     let end = url[start..]
@@ -285,6 +328,121 @@ fn redirect(url: &str, default_port: u16, new_host_port: &str) -> Option<(String
     };
     let redirected = format!("{}{new_host_port}{}", &url[..host_start], &url[end..]);
     Some((redirected, upstream))
+}
+
+/// `url` with `params` added to its query string.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "tokio-postgres")),
+    allow(dead_code)
+)]
+fn with_params(url: &str, params: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{params}")
+}
+
+/// A PostgreSQL `url` whose connections use `schema` (`search_path`), where the store's
+/// default `sessions` table then lives: `from_url` builds the store with that table name.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "tokio-postgres")),
+    allow(dead_code)
+)]
+fn in_schema(url: &str, schema: &str) -> String {
+    with_params(url, &format!("options=-c%20search_path%3D{schema}"))
+}
+
+/// A proxy in front of the server of `url`, and `url` pointed at it.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "tokio-postgres", feature = "mysql")),
+    allow(dead_code)
+)]
+async fn proxied(url: &str, default_port: u16) -> Result<(Proxy, String)> {
+    let (redirected, upstream) =
+        redirect(url, default_port, "127.0.0.1:0").ok_or("bad server URL")?;
+    let proxy = Proxy::start(upstream).await?;
+    let redirected = redirected.replace("127.0.0.1:0", &format!("127.0.0.1:{}", proxy.port));
+    Ok((proxy, redirected))
+}
+
+/// Latency next to the raw driver, then round trips of each through a proxy: `store` and
+/// `raw` are the direct pair, `pstore` and `praw` the pair through `proxy`.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "tokio-postgres", feature = "mysql")),
+    allow(dead_code)
+)]
+async fn measure_pair<'a, S, R, FR, FRF, CR, CRF>(
+    fx: &'a Fixture,
+    direct: (&'a S, &'a R),
+    through: (&'a S, &'a R, &'a Proxy),
+    raw_find: FR,
+    raw_commit: CR,
+) -> Result<Json>
+where
+    S: Store,
+    FR: Fn(&'a R, &'a str) -> FRF,
+    FRF: Future<Output = Result<()>>,
+    CR: Fn(&'a R, &'a str) -> CRF,
+    CRF: Future<Output = Result<()>>,
+{
+    let (s, c) = direct;
+    let (rf, rc) = (&raw_find, &raw_commit);
+    let find = compare(
+        fx.ops,
+        |i| async move {
+            std::hint::black_box(s.find(fx.key(i)).await?);
+            Ok(())
+        },
+        |i| rf(c, fx.key(i)),
+    )
+    .await?;
+    let commit = compare(
+        fx.ops,
+        |i| async move { Ok(s.commit(fx.key(i), &fx.data, fx.expiry).await?) },
+        |i| rc(c, fx.key(i)),
+    )
+    .await?;
+    let (ps, pc, proxy) = through;
+    let n = fx.ops.min(500);
+    let rt = json!({
+        "find": [
+            proxy.per_call(n, |i| async move { ps.find(fx.key(i)).await.map(drop).map_err(Into::into) }).await?,
+            proxy.per_call(n, |i| rf(pc, fx.key(i))).await?,
+        ],
+        "commit": [
+            proxy.per_call(n, |i| async move { Ok(ps.commit(fx.key(i), &fx.data, fx.expiry).await?) }).await?,
+            proxy.per_call(n, |i| rc(pc, fx.key(i))).await?,
+        ],
+    });
+    Ok(json!({ "find": find, "commit": commit, "rt": rt }))
+}
+
+/// Fills in the fields every store row has.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "tokio-postgres", feature = "mysql")),
+    allow(dead_code)
+)]
+fn store_row(mut row: Json, store: &str, raw: &str, note: &str) -> Json {
+    row["part"] = "store".into();
+    row["store"] = store.into();
+    row["status"] = "ok".into();
+    row["raw"] = raw.into();
+    row["note"] = note.into();
+    row
+}
+
+/// Why a server is listed as down, or `None` when `connect` answered in time.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "tokio-postgres", feature = "mysql")),
+    allow(dead_code)
+)]
+async fn down<T, E: std::fmt::Display>(
+    url: &str,
+    connect: impl Future<Output = std::result::Result<T, E>>,
+) -> Option<String> {
+    match tokio::time::timeout(CONNECT, connect).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(format!("server down at {url}: {e}")),
+        Err(_) => Some(format!("server down at {url}: timed out")),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -391,33 +549,35 @@ mod redis {
 }
 
 // ---------------------------------------------------------------------------------------
-// PostgreSQL
+// PostgreSQL, sqlx
+
+/// Notes on the sqlx rows: what `from_url` sets, and why the wire shows two exchanges.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+const SQLX_NOTE: &str = "store: from_url (sqlx pool, test_before_acquire(false): no ping \
+    before a statement, so 1 round trip on the request path); sqlx's hard-coded ping when a \
+    connection returns to the pool stays, on its own task after the caller has its answer, \
+    so the proxy counts 2 exchanges per call";
 
 #[cfg(feature = "postgres")]
 mod postgres {
     use scs_pgstore::PostgresStore;
-    use scs_pgstore::sqlx::postgres::{PgConnection, PgPoolOptions};
+    use scs_pgstore::sqlx::postgres::PgConnection;
     use scs_pgstore::sqlx::{self, Connection as _};
     use tokio::sync::Mutex;
 
     use super::*;
 
-    const TABLE: &str = "scs_bench_sessions";
-    const FIND: &str = "SELECT data FROM \"scs_bench_sessions\" WHERE token = $1 AND expiry > $2";
-    const COMMIT: &str = "INSERT INTO \"scs_bench_sessions\" (token, data, expiry) VALUES ($1, $2, $3) \
-         ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, expiry = EXCLUDED.expiry";
+    /// The store's table (`from_url` uses the default name) lives in this schema.
+    const SCHEMA: &str = "scs_bench_sqlx";
+    const FIND: &str = "SELECT data FROM \"sessions\" WHERE token = $1 AND expiry > $2";
+    const COMMIT: &str = "INSERT INTO \"sessions\" (token, data, expiry, version) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (token) DO UPDATE SET \
+         data = EXCLUDED.data, expiry = EXCLUDED.expiry, version = EXCLUDED.version";
 
-    /// The store over a default sqlx pool (as `PostgresStore::from_url` builds it), or with
-    /// `test_before_acquire` off.
-    async fn open(url: &str, ping: bool) -> Result<PostgresStore> {
-        let pool = PgPoolOptions::new()
-            .test_before_acquire(ping)
-            .connect(url)
-            .await?;
-        let store = PostgresStore::builder(pool)
-            .table_name(TABLE)
-            .cleanup_interval(None)
-            .build()?;
+    /// The store as `PostgresStore::from_url` builds it.
+    async fn open(url: &str) -> Result<PostgresStore> {
+        let store = PostgresStore::from_url(url).await?;
+        store.stop_cleanup();
         store.migrate().await?;
         Ok(store)
     }
@@ -439,91 +599,281 @@ mod postgres {
             .bind(key)
             .bind(&fx.data)
             .bind(fx.expiry)
+            .bind(scs_core::new_version().cast_signed())
             .execute(&mut *c)
             .await?;
         Ok(())
     }
 
-    async fn measure(
-        fx: &Fixture,
-        url: &str,
-        proxied: &str,
-        proxy: &Proxy,
-        ping: bool,
-    ) -> Result<Json> {
-        let store = open(url, ping).await?;
+    pub(super) async fn run(fx: &Fixture) -> Result<()> {
+        let url = std::env::var("SCS_POSTGRES_URL")
+            .unwrap_or("postgres://postgres@127.0.0.1:5432/test".into());
+        if let Some(reason) = down(&url, PgConnection::connect(&url)).await {
+            skipped("postgres", reason);
+            return Ok(());
+        }
+        let mut admin = PgConnection::connect(&url).await?;
+        let schema = format!("CREATE SCHEMA IF NOT EXISTS \"{SCHEMA}\"");
+        sqlx::query(sqlx::AssertSqlSafe(schema))
+            .execute(&mut admin)
+            .await?;
+        let result = measure(fx, &url).await;
+        let drop_schema = format!("DROP SCHEMA IF EXISTS \"{SCHEMA}\" CASCADE");
+        sqlx::query(sqlx::AssertSqlSafe(drop_schema))
+            .execute(&mut admin)
+            .await?;
+        let row = result?;
+        emit(&store_row(
+            row,
+            "postgres",
+            "sqlx PgConnection: the store's SELECT / INSERT .. ON CONFLICT",
+            SQLX_NOTE,
+        ));
+        Ok(())
+    }
+
+    async fn measure(fx: &Fixture, url: &str) -> Result<Json> {
+        let url = in_schema(url, SCHEMA);
+        let store = open(&url).await?;
         fx.fill(&store).await?;
-        let conn = Mutex::new(PgConnection::connect(url).await?);
-        let (s, c) = (&store, &conn);
-        let find = compare(
-            fx.ops,
-            |i| async move {
-                std::hint::black_box(s.find(fx.key(i)).await?);
-                Ok(())
-            },
-            |i| raw_find(c, fx.key(i)),
+        let conn = Mutex::new(PgConnection::connect(&url).await?);
+        let (proxy, proxied) = proxied(&url, 5432).await?;
+        let ps = open(&proxied).await?;
+        let pc = Mutex::new(PgConnection::connect(&proxied).await?);
+        measure_pair(
+            fx,
+            (&store, &conn),
+            (&ps, &pc, &proxy),
+            raw_find,
+            |c, key| raw_commit(c, key, fx),
         )
-        .await?;
-        let commit = compare(
-            fx.ops,
-            |i| async move { Ok(s.commit(fx.key(i), &fx.data, fx.expiry).await?) },
-            |i| raw_commit(c, fx.key(i), fx),
-        )
-        .await?;
-        let ps = &open(proxied, ping).await?;
-        let pc = &Mutex::new(PgConnection::connect(proxied).await?);
-        let n = fx.ops.min(500);
-        let rt = json!({
-            "find": [
-                proxy.per_call(n, |i| async move { ps.find(fx.key(i)).await.map(drop).map_err(Into::into) }).await?,
-                proxy.per_call(n, |i| raw_find(pc, fx.key(i))).await?,
-            ],
-            "commit": [
-                proxy.per_call(n, |i| async move { Ok(ps.commit(fx.key(i), &fx.data, fx.expiry).await?) }).await?,
-                proxy.per_call(n, |i| raw_commit(pc, fx.key(i), fx)).await?,
-            ],
-        });
-        Ok(json!({ "find": find, "commit": commit, "rt": rt }))
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL, tokio-postgres
+
+#[cfg(feature = "tokio-postgres")]
+mod tokio_postgres {
+    use scs_tokiopgstore::TokioPostgresStore;
+    use scs_tokiopgstore::tokio_postgres::{self as driver, Client, NoTls, Statement};
+
+    use super::*;
+
+    /// The store's table (`from_url` uses the default name) lives in this schema.
+    const SCHEMA: &str = "scs_bench_tokio";
+    const FIND: &str = "SELECT data FROM \"sessions\" WHERE token = $1 AND expiry > $2";
+    const COMMIT: &str = "INSERT INTO \"sessions\" (token, data, expiry, version) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (token) DO UPDATE SET \
+         data = EXCLUDED.data, expiry = EXCLUDED.expiry, version = EXCLUDED.version";
+
+    /// A raw client with both statements prepared once, as the store caches them.
+    struct Raw {
+        client: Client,
+        find: Statement,
+        commit: Statement,
+    }
+
+    async fn client(url: &str) -> std::result::Result<Client, driver::Error> {
+        let (client, connection) = driver::connect(url, NoTls).await?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
+    async fn raw(url: &str) -> Result<Raw> {
+        let client = client(url).await?;
+        let find = client.prepare(FIND).await?;
+        let commit = client.prepare(COMMIT).await?;
+        Ok(Raw {
+            client,
+            find,
+            commit,
+        })
+    }
+
+    /// The store as `TokioPostgresStore::from_url` builds it.
+    async fn open(url: &str) -> Result<TokioPostgresStore> {
+        let store = TokioPostgresStore::from_url(url).await?;
+        store.stop_cleanup();
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn raw_find(raw: &Raw, key: &str) -> Result<()> {
+        let now = OffsetDateTime::now_utc();
+        let row = raw.client.query_opt(&raw.find, &[&key, &now]).await?;
+        std::hint::black_box(row.map(|r| r.get::<_, Vec<u8>>(0)));
+        Ok(())
+    }
+
+    async fn raw_commit(raw: &Raw, key: &str, fx: &Fixture) -> Result<()> {
+        let version = scs_core::new_version().cast_signed();
+        raw.client
+            .execute(&raw.commit, &[&key, &fx.data, &fx.expiry, &version])
+            .await?;
+        Ok(())
     }
 
     pub(super) async fn run(fx: &Fixture) -> Result<()> {
         let url = std::env::var("SCS_POSTGRES_URL")
             .unwrap_or("postgres://postgres@127.0.0.1:5432/test".into());
-        match tokio::time::timeout(CONNECT, PgConnection::connect(&url)).await {
-            Ok(Ok(conn)) => drop(conn.close().await),
-            Ok(Err(e)) => {
-                skipped("postgres", format!("server down at {url}: {e}"));
-                return Ok(());
-            }
-            Err(_) => {
-                skipped("postgres", format!("server down at {url}: timed out"));
-                return Ok(());
-            }
+        if let Some(reason) = down(&url, client(&url)).await {
+            skipped("tokio-postgres", reason);
+            return Ok(());
         }
-        let (proxied, upstream) =
-            redirect(&url, 5432, "127.0.0.1:0").ok_or("bad PostgreSQL URL")?;
-        let proxy = Proxy::start(upstream).await?;
-        let proxied = proxied.replace("127.0.0.1:0", &format!("127.0.0.1:{}", proxy.port));
-        let raw = "sqlx PgConnection: the store's SELECT / INSERT .. ON CONFLICT";
-        let mut row = measure(fx, &url, &proxied, &proxy, true).await?;
-        row["part"] = "store".into();
-        row["store"] = "postgres".into();
-        row["status"] = "ok".into();
-        row["raw"] = raw.into();
-        row["note"] = "store: sqlx PgPool with default options (test_before_acquire on)".into();
-        emit(&row);
-        let mut row = measure(fx, &url, &proxied, &proxy, false).await?;
-        row["part"] = "store".into();
-        row["store"] = "postgres, pool test_before_acquire(false)".into();
-        row["status"] = "ok".into();
-        row["raw"] = raw.into();
-        row["note"] = "the same store over a pool that does not ping on checkout".into();
-        emit(&row);
-        let mut conn = PgConnection::connect(&url).await?;
-        sqlx::query("DROP TABLE IF EXISTS \"scs_bench_sessions\"")
-            .execute(&mut conn)
+        let admin = client(&url).await?;
+        admin
+            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{SCHEMA}\""))
+            .await?;
+        let result = measure(fx, &url).await;
+        admin
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{SCHEMA}\" CASCADE"))
+            .await?;
+        let row = result?;
+        emit(&store_row(
+            row,
+            "tokio-postgres",
+            "tokio-postgres Client, statements prepared once: the store's SELECT / INSERT .. \
+             ON CONFLICT",
+            "store: from_url (deadpool-postgres pool, RecyclingMethod::Fast: no query on \
+             checkout)",
+        ));
+        Ok(())
+    }
+
+    async fn measure(fx: &Fixture, url: &str) -> Result<Json> {
+        let url = in_schema(url, SCHEMA);
+        let store = open(&url).await?;
+        fx.fill(&store).await?;
+        let conn = raw(&url).await?;
+        let (proxy, proxied) = proxied(&url, 5432).await?;
+        let ps = open(&proxied).await?;
+        let pc = raw(&proxied).await?;
+        measure_pair(
+            fx,
+            (&store, &conn),
+            (&ps, &pc, &proxy),
+            raw_find,
+            |c, key| raw_commit(c, key, fx),
+        )
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// MySQL / MariaDB, sqlx
+
+#[cfg(feature = "mysql")]
+mod mysql {
+    use scs_mysqlstore::MySqlStore;
+    use scs_mysqlstore::sqlx::mysql::MySqlConnection;
+    use scs_mysqlstore::sqlx::{self, Connection as _};
+    use tokio::sync::Mutex;
+
+    use super::*;
+
+    /// The store's table (`from_url` uses the default name) lives in this database.
+    const DATABASE: &str = "scs_bench";
+    const FIND: &str = "SELECT data FROM `sessions` WHERE token = ? AND expiry > ?";
+    const COMMIT: &str = "INSERT INTO `sessions` (token, data, expiry, version) \
+         VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE \
+         data = VALUES(data), expiry = VALUES(expiry), version = VALUES(version)";
+
+    /// `url` with its database replaced by `db`.
+    fn with_database(url: &str, db: &str) -> String {
+        let (base, query) = url
+            .split_once('?')
+            .map_or((url, None), |(b, q)| (b, Some(q)));
+        let authority = base.find("://").map_or(0, |i| i + 3);
+        let base = base[authority..]
+            .find('/')
+            .map_or(base, |i| &base[..authority + i]);
+        match query {
+            Some(q) => format!("{base}/{db}?{q}"),
+            None => format!("{base}/{db}"),
+        }
+    }
+
+    /// UTC wall-clock time, as the store writes the DATETIME column.
+    fn utc(t: OffsetDateTime) -> scs_core::time::PrimitiveDateTime {
+        let t = t.to_offset(scs_core::time::UtcOffset::UTC);
+        scs_core::time::PrimitiveDateTime::new(t.date(), t.time())
+    }
+
+    /// The store as `MySqlStore::from_url` builds it.
+    async fn open(url: &str) -> Result<MySqlStore> {
+        let store = MySqlStore::from_url(url).await?;
+        store.stop_cleanup();
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn raw_find(conn: &Mutex<MySqlConnection>, key: &str) -> Result<()> {
+        let mut c = conn.lock().await;
+        let v: Option<Vec<u8>> = sqlx::query_scalar(FIND)
+            .bind(key)
+            .bind(utc(OffsetDateTime::now_utc()))
+            .fetch_optional(&mut *c)
+            .await?;
+        std::hint::black_box(v);
+        Ok(())
+    }
+
+    async fn raw_commit(conn: &Mutex<MySqlConnection>, key: &str, fx: &Fixture) -> Result<()> {
+        let mut c = conn.lock().await;
+        sqlx::query(COMMIT)
+            .bind(key)
+            .bind(&fx.data)
+            .bind(utc(fx.expiry))
+            .bind(scs_core::new_version().cast_signed())
+            .execute(&mut *c)
             .await?;
         Ok(())
+    }
+
+    pub(super) async fn run(fx: &Fixture) -> Result<()> {
+        let url =
+            std::env::var("SCS_MYSQL_URL").unwrap_or("mysql://root@127.0.0.1:3306/test".into());
+        if let Some(reason) = down(&url, MySqlConnection::connect(&url)).await {
+            skipped("mysql", reason);
+            return Ok(());
+        }
+        let mut admin = MySqlConnection::connect(&url).await?;
+        let create = format!("CREATE DATABASE IF NOT EXISTS `{DATABASE}`");
+        sqlx::query(sqlx::AssertSqlSafe(create))
+            .execute(&mut admin)
+            .await?;
+        let result = measure(fx, &with_database(&url, DATABASE)).await;
+        let drop_db = format!("DROP DATABASE IF EXISTS `{DATABASE}`");
+        sqlx::query(sqlx::AssertSqlSafe(drop_db))
+            .execute(&mut admin)
+            .await?;
+        let row = result?;
+        emit(&store_row(
+            row,
+            "mysql",
+            "sqlx MySqlConnection: the store's SELECT / INSERT .. ON DUPLICATE KEY UPDATE",
+            SQLX_NOTE,
+        ));
+        Ok(())
+    }
+
+    async fn measure(fx: &Fixture, url: &str) -> Result<Json> {
+        let store = open(url).await?;
+        fx.fill(&store).await?;
+        let conn = Mutex::new(MySqlConnection::connect(url).await?);
+        let (proxy, proxied) = proxied(url, 3306).await?;
+        let ps = open(&proxied).await?;
+        let pc = Mutex::new(MySqlConnection::connect(&proxied).await?);
+        measure_pair(
+            fx,
+            (&store, &conn),
+            (&ps, &pc, &proxy),
+            raw_find,
+            |c, key| raw_commit(c, key, fx),
+        )
+        .await
     }
 }
 

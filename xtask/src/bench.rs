@@ -46,9 +46,11 @@ that does not answer is listed as skipped), CARGO_TARGET_DIR.
 ";
 
 /// Store features of scs-bench and the crate each needs.
-const STORES: [(&str, &str); 3] = [
+const STORES: [(&str, &str); 5] = [
     ("redis", "scs-redisstore"),
     ("postgres", "scs-pgstore"),
+    ("tokio-postgres", "scs-tokiopgstore"),
+    ("mysql", "scs-mysqlstore"),
     ("sqlite", "scs-sqlitestore"),
 ];
 
