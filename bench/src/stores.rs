@@ -542,7 +542,7 @@ mod redis {
             "find": find,
             "commit": commit,
             "rt": rt,
-            "note": "store: RedisStore::from_url (deadpool-redis pool)",
+            "note": "store: RedisStore::from_url (its own pool: no PING on checkout)",
         }));
         Ok(())
     }
