@@ -40,7 +40,9 @@ const BATCH: usize = 16;
 /// Per thread: OS random bytes not handed out yet, read [`BATCH`] tokens at a time. The
 /// bytes are the operating system's CSPRNG output, each used once and zeroed as it is
 /// taken; batching only saves system calls (one per 16 new sessions instead of one each,
-/// about half a microsecond apiece).
+/// about half a microsecond apiece). As with any user-space buffer of random bytes, a
+/// process that forks must not make tokens in both parent and child from the same
+/// buffer; Rust servers on an async runtime do not fork after start-up.
 struct Pool {
     bytes: [u8; 32 * BATCH],
     /// Bytes before this index are used (and zeroed).
