@@ -144,7 +144,7 @@ async fn steps(c: &fantoccini::Client, base: &str) -> Result<(), String> {
         .click()
         .await
         .map_err(err("signing in"))?;
-    let signed_in = text("user").await?;
+    let signed_in = text_when(c, "user", |t| t == user).await?;
     expect(
         signed_in == user,
         &format!("signed in as {user}, page says {signed_in:?}"),
@@ -213,7 +213,9 @@ async fn steps(c: &fantoccini::Client, base: &str) -> Result<(), String> {
         .click()
         .await
         .map_err(err("saving the theme"))?;
-    c.find(Locator::Css("body.theme-dark"))
+    c.wait()
+        .at_most(std::time::Duration::from_secs(10))
+        .for_element(Locator::Css("body.theme-dark"))
         .await
         .map_err(err("the page in the dark theme"))?;
 
@@ -236,12 +238,33 @@ async fn steps(c: &fantoccini::Client, base: &str) -> Result<(), String> {
         .click()
         .await
         .map_err(err("signing out"))?;
-    let status = text("status").await?;
+    let status = text_when(c, "status", |t| t == "Not signed in.").await?;
     expect(
         status == "Not signed in.",
         &format!("signed out, page says {status:?}"),
     )?;
     Ok(())
+}
+
+/// After a click that navigates, the old page can still be there for a moment: reads
+/// `#id` until `done` holds, or 10 s passed (the last read is returned then, and the
+/// caller's check fails with it).
+async fn text_when(
+    c: &fantoccini::Client,
+    id: &'static str,
+    done: impl Fn(&str) -> bool,
+) -> Result<String, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let read = match c.find(Locator::Id(id)).await {
+            Ok(e) => e.text().await.map_err(|e| format!("reading #{id}: {e}")),
+            Err(e) => Err(format!("finding #{id}: {e}")),
+        };
+        if read.as_deref().is_ok_and(&done) || std::time::Instant::now() > deadline {
+            return read;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 fn expect(ok: bool, what: &str) -> Result<(), String> {
