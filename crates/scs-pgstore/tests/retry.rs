@@ -77,7 +77,9 @@ where
     let mut admin = match PgConnection::connect(&url).await {
         Ok(conn) => conn,
         Err(e) if std::env::var("SCS_REQUIRE_BACKENDS").as_deref() != Ok("1") => {
-            eprintln!("skipped: no PostgreSQL at {url}: {e}");
+            eprintln!(
+                "!!! SKIPPED: no PostgreSQL at {url}: {e} (set SCS_REQUIRE_BACKENDS=1 to make this a failure)"
+            );
             return;
         }
         Err(e) => panic!("no PostgreSQL at {url}: {e}"),

@@ -110,7 +110,9 @@ async fn reads_retry_when_the_connection_breaks_and_writes_report_it() {
     let admin = match connect().await {
         Ok(client) => client,
         Err(e) if std::env::var("SCS_REQUIRE_BACKENDS").as_deref() != Ok("1") => {
-            eprintln!("skipped: no PostgreSQL at {url}: {e}");
+            eprintln!(
+                "!!! SKIPPED: no PostgreSQL at {url}: {e} (set SCS_REQUIRE_BACKENDS=1 to make this a failure)"
+            );
             return;
         }
         Err(e) => panic!("no PostgreSQL at {url}: {e}"),
