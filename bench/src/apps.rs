@@ -243,6 +243,15 @@ pub fn request(case: Case, cookie: Option<&HeaderValue>) -> Request<Body> {
     req
 }
 
+/// The cookie sent to the app without middleware: the session cookie's shape (which
+/// nothing there reads), so that case (d) compares the same request bytes and measures
+/// the middleware, not the parsing of a longer request.
+pub fn baseline_cookie() -> HeaderValue {
+    let token = "A".repeat(scs_core::token::TOKEN_LEN);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(format!("session={token}")))
+        .unwrap_or_else(|_| HeaderValue::from_static("session=x"))
+}
+
 /// Makes a live session through `app` (a `/new` request) and returns its cookie as the
 /// client sends it back (`name=value`), or `None` for an app without sessions.
 ///

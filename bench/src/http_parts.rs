@@ -47,7 +47,7 @@ pub(crate) fn serve(opts: &Opts) -> Result<()> {
                 accept_loop(listener, apps::tower_app::<Incoming>(&store)).await
             }
             Lib::Bare => {
-                announce(None);
+                announce(Some(apps::baseline_cookie()));
                 accept_loop(listener, apps::bare_app::<Incoming>()).await
             }
         }

@@ -145,7 +145,8 @@ pub(crate) fn profile(opts: &Opts) -> Result<()> {
                 batch(&mut app, case, cookie.as_ref(), iters).await.1
             }
             Lib::Bare => {
-                batch(&mut apps::bare_app::<Body>(), case, None, iters)
+                let cookie = apps::baseline_cookie();
+                batch(&mut apps::bare_app::<Body>(), case, Some(&cookie), iters)
                     .await
                     .1
             }

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::RwLock;
 use scs_core::time::OffsetDateTime;
@@ -25,7 +25,7 @@ const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 /// # #[tokio::main] async fn main() -> scs_core::Result<()> {
 /// use scs_core::Store;
 /// use scs_memstore::MemoryStore;
-/// use std::time::Duration;
+/// use std::time::{Duration, SystemTime, UNIX_EPOCH};
 ///
 /// let store = MemoryStore::builder()
 ///     .cleanup_interval(Some(Duration::from_secs(30)))
@@ -84,8 +84,13 @@ impl Inner {
     }
 }
 
+/// Now, in Unix nanoseconds (the unit of `Item::expiry`): straight from the system clock,
+/// without the calendar fields an `OffsetDateTime` would compute and throw away.
 fn now_nanos() -> i128 {
-    OffsetDateTime::now_utc().unix_timestamp_nanos()
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(since) => since.as_nanos() as i128,
+        Err(before) => -(before.duration().as_nanos() as i128),
+    }
 }
 
 impl MemoryStore {

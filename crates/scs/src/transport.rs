@@ -73,14 +73,23 @@ pub(crate) fn read(manager: &SessionManager, headers: &HeaderMap) -> Option<Clie
             // Browsers send every cookie of the site: only pairs that start with our name
             // go to the parser.
             for pair in value.split(';') {
-                let named = pair
-                    .trim_start()
-                    .strip_prefix(name)
-                    .is_some_and(|rest| rest.trim_start().starts_with('='));
-                if named
-                    && let Ok(c) = cookie::Cookie::parse(pair)
+                let Some(rest) = pair.trim_start().strip_prefix(name) else {
+                    continue;
+                };
+                let Some(raw) = rest.trim_start().strip_prefix('=') else {
+                    continue;
+                };
+                // The common case: the value is a bare token, which the cookie parser
+                // would hand back unchanged (no quotes, nothing to trim but blanks).
+                if let Some(token) = ClientToken::parse(raw.trim()) {
+                    return Some(token);
+                }
+                // Anything else goes through the cookie parser, which also takes the
+                // value out of a pair of double quotes (RFC 6265 allows them; Go's
+                // net/http, and so Go scs, accepts them).
+                if let Ok(c) = cookie::Cookie::parse(pair)
                     && c.name() == name
-                    && let Some(token) = ClientToken::parse(c.value())
+                    && let Some(token) = ClientToken::parse(c.value_trimmed())
                 {
                     return Some(token);
                 }
@@ -283,5 +292,26 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(COOKIE, HeaderValue::from_static("session=x"));
         assert!(read(&m, &h).is_none());
+    }
+
+    #[test]
+    fn reads_blank_padded_and_quoted_tokens_only_under_our_name() {
+        let m = manager();
+        let good = token::generate();
+        let read_from = |cookie: String| {
+            let mut h = HeaderMap::new();
+            h.append(COOKIE, HeaderValue::from_str(&cookie).unwrap());
+            read(&m, &h).map(|t| t.as_str().to_owned())
+        };
+        assert_eq!(read_from(format!("session = {good} ")), Some(good.clone()));
+        assert_eq!(
+            read_from(format!("a=1;session=\"{good}\"")),
+            Some(good.clone())
+        );
+        // A lone quote is not a pair: kept, so not a token.
+        assert_eq!(read_from(format!("session=\"{good}")), None);
+        // Another cookie whose name starts with ours.
+        assert_eq!(read_from(format!("sessionx={good}")), None);
+        assert_eq!(read_from(format!("x_session={good}")), None);
     }
 }
