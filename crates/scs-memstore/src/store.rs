@@ -1,9 +1,10 @@
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry as TableEntry;
 use parking_lot::RwLock;
 use scs_core::time::OffsetDateTime;
 use scs_core::{Capabilities, Entry, IterableStore, Record, Result, Store, async_trait};
@@ -41,9 +42,15 @@ pub struct MemoryStore {
     cleanup: Option<Arc<CleanupTask>>,
 }
 
-/// foldhash rather than SipHash: keys are hashed twice per call (shard, then map), and
-/// HashDoS resistance comes from the per-store random seed, which foldhash keeps.
-type Map = HashMap<String, Item, foldhash::fast::RandomState>;
+/// One shard: a hash table of slots, probed with the key's hash computed once per call
+/// (it picks the shard and the bucket). foldhash rather than SipHash: HashDoS resistance
+/// comes from the per-store random seed, which foldhash keeps.
+type Map = HashTable<Slot>;
+
+struct Slot {
+    key: Box<str>,
+    item: Item,
+}
 
 struct Inner {
     shards: Box<[RwLock<Map>]>,
@@ -61,10 +68,19 @@ struct Item {
 }
 
 impl Inner {
-    fn shard(&self, key: &str) -> &RwLock<Map> {
-        // The shard count is a power of two.
-        let h = self.hasher.hash_one(key) as usize;
-        &self.shards[h & (self.shards.len() - 1)]
+    fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The key's hash and its shard. The shard comes from bits 40 and up (at most 16 of
+    /// them; the count is a power of two): the table inside uses the low bits for the
+    /// bucket and the top seven for its tags, so those stay spread within a shard.
+    fn shard(&self, key: &str) -> (u64, &RwLock<Map>) {
+        let hash = self.hash(key);
+        (
+            hash,
+            &self.shards[(hash >> 40) as usize & (self.shards.len() - 1)],
+        )
     }
 
     fn next_version(&self) -> u64 {
@@ -77,7 +93,7 @@ impl Inner {
         for shard in self.shards.iter() {
             let mut map = shard.write();
             let before = map.len();
-            map.retain(|_, item| item.expiry > now);
+            map.retain(|slot| slot.item.expiry > now);
             removed += (before - map.len()) as u64;
         }
         removed
@@ -90,6 +106,25 @@ fn now_nanos() -> i128 {
     match SystemTime::now().duration_since(UNIX_EPOCH) {
         Ok(since) => since.as_nanos() as i128,
         Err(before) => -(before.duration().as_nanos() as i128),
+    }
+}
+
+/// Matches the slot of `key`.
+fn is(key: &str) -> impl Fn(&Slot) -> bool + '_ {
+    move |slot| &*slot.key == key
+}
+
+/// Writes `item` into its slot: in place when the key is there (no new key allocation),
+/// else as a new slot.
+fn put(slot: TableEntry<'_, Slot>, key: &str, item: Item) {
+    match slot {
+        TableEntry::Occupied(mut slot) => slot.get_mut().item = item,
+        TableEntry::Vacant(slot) => {
+            slot.insert(Slot {
+                key: key.into(),
+                item,
+            });
+        }
     }
 }
 
@@ -195,9 +230,7 @@ impl MemoryStoreBuilder {
 
     fn build_unchecked(self) -> MemoryStore {
         let n = self.shards.clamp(1, 1 << 16).next_power_of_two();
-        let shards = (0..n)
-            .map(|_| RwLock::new(Map::with_hasher(Default::default())))
-            .collect();
+        let shards = (0..n).map(|_| RwLock::new(Map::new())).collect();
         MemoryStore {
             inner: Arc::new(Inner {
                 shards,
@@ -224,19 +257,24 @@ impl Store for MemoryStore {
 
     async fn find(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let now = now_nanos();
-        let map = self.inner.shard(key).read();
+        let (hash, shard) = self.inner.shard(key);
+        let map = shard.read();
         Ok(map
-            .get(key)
-            .filter(|item| item.expiry > now)
-            .map(|item| item.data.to_vec()))
+            .find(hash, is(key))
+            .filter(|slot| slot.item.expiry > now)
+            .map(|slot| slot.item.data.to_vec()))
     }
 
     async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
         let expiry = expiry.unix_timestamp_nanos();
-        let mut map = self.inner.shard(key).write();
+        let (hash, shard) = self.inner.shard(key);
+        let mut map = shard.write();
+        let slot = map.entry(hash, is(key), |s| self.inner.hash(&s.key));
         if expiry <= now_nanos() {
             // Already expired: leave nothing live behind.
-            map.remove(key);
+            if let TableEntry::Occupied(slot) = slot {
+                slot.remove();
+            }
             return Ok(());
         }
         let item = Item {
@@ -244,26 +282,25 @@ impl Store for MemoryStore {
             expiry,
             version: self.inner.next_version(),
         };
-        match map.get_mut(key) {
-            Some(existing) => *existing = item,
-            None => {
-                map.insert(key.to_owned(), item);
-            }
-        }
+        put(slot, key, item);
         Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.inner.shard(key).write().remove(key);
+        let (hash, shard) = self.inner.shard(key);
+        if let Ok(slot) = shard.write().find_entry(hash, is(key)) {
+            slot.remove();
+        }
         Ok(())
     }
 
     async fn touch(&self, key: &str, expiry: OffsetDateTime) -> Result<bool> {
         let now = now_nanos();
-        let mut map = self.inner.shard(key).write();
-        match map.get_mut(key) {
-            Some(item) if item.expiry > now => {
-                item.expiry = expiry.unix_timestamp_nanos();
+        let (hash, shard) = self.inner.shard(key);
+        let mut map = shard.write();
+        match map.find_mut(hash, is(key)) {
+            Some(slot) if slot.item.expiry > now => {
+                slot.item.expiry = expiry.unix_timestamp_nanos();
                 Ok(true)
             }
             _ => Ok(false),
@@ -272,13 +309,18 @@ impl Store for MemoryStore {
 
     async fn find_record(&self, key: &str) -> Result<Option<Record>> {
         let now = now_nanos();
-        let map = self.inner.shard(key).read();
+        let (hash, shard) = self.inner.shard(key);
+        let map = shard.read();
         Ok(map
-            .get(key)
-            .filter(|item| item.expiry > now)
-            .and_then(|item| {
-                let expiry = OffsetDateTime::from_unix_timestamp_nanos(item.expiry).ok()?;
-                Some(Record::new(item.data.to_vec(), expiry, item.version))
+            .find(hash, is(key))
+            .filter(|slot| slot.item.expiry > now)
+            .and_then(|slot| {
+                let expiry = OffsetDateTime::from_unix_timestamp_nanos(slot.item.expiry).ok()?;
+                Some(Record::new(
+                    slot.item.data.to_vec(),
+                    expiry,
+                    slot.item.version,
+                ))
             }))
     }
 
@@ -290,23 +332,29 @@ impl Store for MemoryStore {
         expected: Option<u64>,
     ) -> Result<Option<u64>> {
         let now = now_nanos();
-        let mut map = self.inner.shard(key).write();
-        let current = map
-            .get(key)
-            .filter(|item| item.expiry > now)
-            .map(|item| item.version);
+        let (hash, shard) = self.inner.shard(key);
+        let mut map = shard.write();
+        let slot = map.entry(hash, is(key), |s| self.inner.hash(&s.key));
+        let current = match &slot {
+            TableEntry::Occupied(o) if o.get().item.expiry > now => Some(o.get().item.version),
+            _ => None,
+        };
         if current != expected {
             return Ok(None);
         }
         let version = self.inner.next_version();
         let expiry = expiry.unix_timestamp_nanos();
         if expiry <= now {
-            map.remove(key);
+            if let TableEntry::Occupied(slot) = slot {
+                slot.remove();
+            }
         } else {
-            map.insert(
-                key.to_owned(),
+            let data = data.into();
+            put(
+                slot,
+                key,
                 Item {
-                    data: data.into(),
+                    data,
                     expiry,
                     version,
                 },
@@ -329,8 +377,8 @@ impl IterableStore for MemoryStore {
             let map = shard.read();
             out.extend(
                 map.iter()
-                    .filter(|(_, item)| item.expiry > now)
-                    .map(|(k, item)| (k.clone(), item.data.to_vec())),
+                    .filter(|slot| slot.item.expiry > now)
+                    .map(|slot| (slot.key.to_string(), slot.item.data.to_vec())),
             );
         }
         Ok(out)
@@ -366,6 +414,27 @@ mod tests {
         assert_eq!(err.kind(), scs_core::ErrorKind::Config);
         let ok = MemoryStore::builder().cleanup_interval(None).build();
         assert!(ok.is_ok());
+    }
+
+    #[tokio::test]
+    async fn keys_spread_over_shards_and_overwrite_in_place() {
+        let store = MemoryStore::builder()
+            .shards(8)
+            .cleanup_interval(None)
+            .build()
+            .unwrap();
+        let expiry = OffsetDateTime::now_utc() + Duration::from_secs(60);
+        for i in 0..800 {
+            store.commit(&format!("k{i}"), b"a", expiry).await.unwrap();
+            store.commit(&format!("k{i}"), b"b", expiry).await.unwrap();
+        }
+        let sizes: Vec<usize> = store.inner.shards.iter().map(|s| s.read().len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 800, "{sizes:?}");
+        assert!(sizes.iter().all(|&n| (50..=150).contains(&n)), "{sizes:?}");
+        for i in 0..800 {
+            let found = store.find(&format!("k{i}")).await.unwrap();
+            assert_eq!(found.as_deref(), Some(&b"b"[..]));
+        }
     }
 
     #[test]
