@@ -54,6 +54,9 @@ fn from_wire(wire: Wire) -> Result<SessionData> {
     })
 }
 
+/// The encode buffer's first capacity: a session of a few small values fits.
+const ENCODE_CAPACITY: usize = 128;
+
 /// MessagePack, through `rmp-serde`: compact and fast. The default.
 ///
 /// ```
@@ -75,9 +78,13 @@ impl Codec for MsgPackCodec {
     }
 
     fn encode(&self, data: &SessionData) -> Result<Vec<u8>> {
-        rmp_serde::to_vec(&to_wire(data)?).map_err(|e| {
+        // Room for a typical session up front (as serde_json's `to_vec` does): growing
+        // from empty would reallocate a few times on every commit.
+        let mut out = Vec::with_capacity(ENCODE_CAPACITY);
+        rmp_serde::encode::write(&mut out, &to_wire(data)?).map_err(|e| {
             Error::new(ErrorKind::Codec, "encoding the session as MessagePack").with_source(e)
-        })
+        })?;
+        Ok(out)
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<SessionData> {

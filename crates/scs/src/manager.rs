@@ -356,6 +356,8 @@ impl SessionManager {
         let ctx = &session.inner.ctx;
         // Commits of one session in this process take turns, so compare-and-set only has
         // to settle races with other processes (and with loads older than a commit).
+        // The key the turn was taken for, reused by the first attempt below.
+        let mut turn_key = None;
         let _turn = match self.inner.caps.versioned {
             true => {
                 let key = {
@@ -367,7 +369,9 @@ impl SessionManager {
                     }
                     state.key.clone().unwrap_or_default()
                 };
-                Some(self.commit_turn(&key).await)
+                let turn = self.commit_turn(&key).await;
+                turn_key = Some(key);
+                Some(turn)
             }
             false => None,
         };
@@ -391,7 +395,10 @@ impl SessionManager {
                 }
                 let bytes = self.encode(&state.data)?;
                 let expiry = self.expiry(state.data.deadline);
-                let key = state.key.clone().unwrap_or_default();
+                let key = match (turn_key.take(), state.key.as_deref()) {
+                    (Some(known), Some(current)) if known == current => known,
+                    _ => state.key.clone().unwrap_or_default(),
+                };
                 (state.token.clone(), key, bytes, expiry, state.version)
             };
             if !self.inner.caps.versioned {

@@ -80,9 +80,11 @@ pub(crate) struct State {
     pub(crate) indexed_key: Option<String>,
 }
 
-/// One change a request made, kept to replay it after a compare-and-set conflict.
+/// One change a request made, kept to replay it after a compare-and-set conflict. A set
+/// keeps only its key: the value replayed is the key's value at replay time, which gives
+/// the same end state (when a later change removed the key, that change is replayed too).
 pub(crate) enum Change {
-    Set(String, Value),
+    Set(String),
     Remove(String),
     Clear,
     Deadline(OffsetDateTime),
@@ -141,8 +143,8 @@ impl State {
 
     pub(crate) fn set(&mut self, key: String, value: Value) {
         if self.changes.is_some() {
-            let (k, v) = (key.clone(), value.clone());
-            self.log(|| Change::Set(k, v));
+            let k = key.clone();
+            self.log(|| Change::Set(k));
         }
         self.data.values.insert(key, value);
     }
@@ -167,8 +169,10 @@ impl State {
     pub(crate) fn replay_onto(&self, data: &mut SessionData) {
         for change in self.changes.iter().flatten() {
             match change {
-                Change::Set(k, v) => {
-                    data.values.insert(k.clone(), v.clone());
+                Change::Set(k) => {
+                    if let Some(v) = self.data.values.get(k) {
+                        data.values.insert(k.clone(), v.clone());
+                    }
                 }
                 Change::Remove(k) => {
                     data.values.remove(k);
@@ -598,5 +602,71 @@ impl Session {
     /// The store's or codec's error, or `TooLarge` over the configured size.
     pub async fn commit(&self) -> Result<(String, OffsetDateTime)> {
         self.inner.manager.commit(self).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn val(n: i64) -> Value {
+        Value::from_serialize(&n).unwrap()
+    }
+
+    /// Replaying a request's change log onto another request's data ends where applying
+    /// the same operations there would, for sets, removes and clears in any order.
+    #[test]
+    fn replay_matches_applying_the_operations() {
+        // (op, key, value): 's' set, 'r' remove, 'c' clear.
+        let scripts: &[&[(char, &str, i64)]] = &[
+            &[('s', "a", 1), ('r', "a", 0)],
+            &[('s', "a", 1), ('c', "", 0), ('s', "b", 2)],
+            &[('s', "a", 1), ('r', "a", 0), ('s', "a", 3)],
+            &[('s', "a", 1), ('s', "a", 2), ('r', "x", 0)],
+            &[('c', "", 0), ('s', "a", 5)],
+            &[('r', "x", 0), ('s', "y", 6), ('c', "", 0)],
+        ];
+        for script in scripts {
+            let mut theirs = SessionData::new(OffsetDateTime::UNIX_EPOCH);
+            for (k, n) in [("a", 10), ("x", 11), ("z", 12)] {
+                theirs.values.insert(k.to_owned(), val(n));
+            }
+            // This request started from its own copy and logged its changes.
+            let mut ours = State::unloaded();
+            ours.data = theirs.clone();
+            ours.changes = Some(Vec::new());
+            let mut expected = theirs.clone();
+            for &(op, k, n) in *script {
+                match op {
+                    's' => {
+                        ours.set(k.to_owned(), val(n));
+                        expected.values.insert(k.to_owned(), val(n));
+                    }
+                    'r' => {
+                        ours.take(k);
+                        expected.values.remove(k);
+                    }
+                    _ => {
+                        ours.clear();
+                        expected.values.clear();
+                    }
+                }
+            }
+            // Meanwhile the other request changed `z` and added `w`.
+            let mut fresh = theirs.clone();
+            fresh.values.insert("z".to_owned(), val(99));
+            fresh.values.insert("w".to_owned(), val(98));
+            let mut want = fresh.clone();
+            for &(op, k, n) in *script {
+                match op {
+                    's' => drop(want.values.insert(k.to_owned(), val(n))),
+                    'r' => drop(want.values.remove(k)),
+                    _ => want.values.clear(),
+                }
+            }
+            ours.replay_onto(&mut fresh);
+            assert_eq!(fresh.values, want.values, "{script:?}");
+            assert_eq!(ours.data.values, expected.values, "{script:?}");
+        }
     }
 }
