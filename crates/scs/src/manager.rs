@@ -365,6 +365,7 @@ impl SessionManager {
                     if state.key.is_none() {
                         let token = token::try_generate()?;
                         state.key = Some(self.store_key(&token));
+                        state.key_indexed = false;
                         state.token = token;
                     }
                     state.key.clone().unwrap_or_default()
@@ -391,6 +392,7 @@ impl SessionManager {
                 if state.key.is_none() {
                     let token = token::try_generate()?;
                     state.key = Some(self.store_key(&token));
+                    state.key_indexed = false;
                     state.token = token;
                 }
                 let bytes = self.encode(&state.data)?;
@@ -428,11 +430,15 @@ impl SessionManager {
                         .values
                         .get(crate::users::USER_KEY)
                         .and_then(|v| v.to::<String>().ok());
-                    user.filter(|_| state.indexed_key.as_deref() != Some(key.as_str()))
+                    user.filter(|_| !(state.key_indexed && state.key.as_deref() == Some(&key)))
                 };
                 if let Some(user) = to_index {
                     self.index_session(ctx, &user, &key, expiry).await?;
-                    session.inner.state.lock().indexed_key = Some(key.clone());
+                    let mut state = session.inner.state.lock();
+                    // Unless the key changed meanwhile (a renewal through a clone).
+                    if state.key.as_deref() == Some(key.as_str()) {
+                        state.key_indexed = true;
+                    }
                 }
                 self.inner.counters.commits.increment(1);
                 return Ok((token, expiry));
@@ -448,6 +454,8 @@ impl SessionManager {
                     state.replay_onto(&mut data);
                     state.data = data;
                     state.version = found.version;
+                    // Still indexed when it is the key we had (the usual case).
+                    state.key_indexed &= state.key.as_deref() == Some(found.key.as_str());
                     state.key = Some(found.key);
                 }
                 None => {
@@ -458,6 +466,7 @@ impl SessionManager {
                     state.data = data;
                     state.version = None;
                     state.key = None;
+                    state.key_indexed = false;
                     state.token.clear();
                 }
             }

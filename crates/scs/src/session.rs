@@ -76,8 +76,9 @@ pub(crate) struct State {
     /// With a versioned store: what this request changed, replayed onto fresh data when
     /// a concurrent request committed first.
     pub(crate) changes: Option<Vec<Change>>,
-    /// The key known to be in its user's index (see `users`).
-    pub(crate) indexed_key: Option<String>,
+    /// The current `key` is known to be in its user's index (see `users`): true for a
+    /// session as loaded, false again whenever the key changes.
+    pub(crate) key_indexed: bool,
 }
 
 /// One change a request made, kept to replay it after a compare-and-set conflict. A set
@@ -110,7 +111,7 @@ impl State {
         Self {
             data,
             // A stored session bound to a user is in the user's index already.
-            indexed_key: Some(key.clone()),
+            key_indexed: true,
             key: Some(key),
             from_store: true,
             version,
@@ -131,7 +132,7 @@ impl State {
             version: None,
             stored_expiry: None,
             changes: None,
-            indexed_key: None,
+            key_indexed: false,
         }
     }
 
@@ -543,6 +544,7 @@ impl Session {
         {
             let mut state = self.inner.state.lock();
             state.key = Some(manager.store_key(&new_token));
+            state.key_indexed = false;
             state.token = new_token;
             state.set_deadline(manager.new_deadline());
             // A new key: the first commit under it creates the entry.

@@ -216,6 +216,31 @@ async fn sign_out_everywhere_through_the_user_index() {
     assert_eq!(n, 2);
 }
 
+/// A signed-in session keeps its place in the user's index across later requests: one
+/// that only reads or writes (the key as loaded is indexed: no index call), and one that
+/// renews the token (the new key is indexed; revoking reaches it).
+#[tokio::test]
+async fn user_index_follows_a_renewed_token() {
+    let store = Probe::new();
+    let manager = SessionManager::new(store.clone());
+    let c = start(manager.clone()).await;
+    let first = c.get("/login/ada", None).await.cookie("session").unwrap();
+    let calls = store.calls();
+    c.get("/put/cart/1", Some(&cookie(&first))).await;
+    // The load and the commit: the index is neither read nor written again.
+    assert_eq!(store.calls(), calls + 2);
+    let renewed = c
+        .get("/renew", Some(&cookie(&first)))
+        .await
+        .cookie("session")
+        .unwrap();
+    assert_ne!(renewed, first);
+    let listed = manager.user_sessions("ada").await.unwrap();
+    assert_eq!(listed.len(), 1, "one live session of ada's");
+    assert_eq!(manager.revoke_user("ada", None).await.unwrap(), 1);
+    assert!(manager.load(Some(&renewed)).await.unwrap().user().is_none());
+}
+
 #[tokio::test]
 async fn encrypted_at_rest_through_the_layer() {
     let store = Probe::new();
