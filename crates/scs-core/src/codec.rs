@@ -57,6 +57,29 @@ fn from_wire(wire: Wire) -> Result<SessionData> {
 /// The encode buffer's first capacity: a session of a few small values fits.
 const ENCODE_CAPACITY: usize = 128;
 
+/// A buffer that reports running out of memory as an error (an oversized session is a
+/// codec error, never an abort), as `rmp_serde::to_vec`'s own writer does.
+struct TryVec(Vec<u8>);
+
+impl std::io::Write for TryVec {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.0
+            .try_reserve(buf.len())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
+        self.0.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// MessagePack, through `rmp-serde`: compact and fast. The default.
 ///
 /// ```
@@ -80,11 +103,11 @@ impl Codec for MsgPackCodec {
     fn encode(&self, data: &SessionData) -> Result<Vec<u8>> {
         // Room for a typical session up front (as serde_json's `to_vec` does): growing
         // from empty would reallocate a few times on every commit.
-        let mut out = Vec::with_capacity(ENCODE_CAPACITY);
+        let mut out = TryVec(Vec::with_capacity(ENCODE_CAPACITY));
         rmp_serde::encode::write(&mut out, &to_wire(data)?).map_err(|e| {
             Error::new(ErrorKind::Codec, "encoding the session as MessagePack").with_source(e)
         })?;
-        Ok(out)
+        Ok(out.0)
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<SessionData> {
