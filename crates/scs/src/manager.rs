@@ -273,10 +273,14 @@ impl SessionManager {
     }
 
     /// The state of the session of `token` (well-formed), or of a new session.
-    pub(crate) async fn load_state(&self, token: Option<&str>, ctx: &Context) -> Result<State> {
+    pub(crate) fn load_state<'a>(
+        &'a self,
+        token: Option<&'a str>,
+        ctx: &'a Context,
+    ) -> impl Future<Output = Result<State>> + Send + 'a {
         let backend = self.inner.store.backend();
         let span = span(|| tracing::debug_span!("scs.load", backend));
-        traced(self.load_inner(token, ctx), span).await
+        traced(self.load_inner(token, ctx), span)
     }
 
     async fn load_inner(&self, token: Option<&str>, ctx: &Context) -> Result<State> {
@@ -852,13 +856,14 @@ fn moved_to(data: &[u8]) -> Option<String> {
 /// by the store timeout).
 const MAX_CONFLICT_RETRIES: u32 = 64;
 
-/// `fut` inside `span`, without the wrapper when the span is disabled (the common case).
-pub(crate) async fn traced<F: Future>(fut: F, span: tracing::Span) -> F::Output {
-    if span.is_disabled() {
-        fut.await
-    } else {
-        fut.instrument(span).await
-    }
+/// `fut` inside `span`. A plain function, not an `async fn`: an async wrapper would hold
+/// `fut` twice over (argument and awaited value) and copy it on every request; entering a
+/// disabled span (the common case, see [`span`]) is one branch.
+pub(crate) fn traced<F: Future>(
+    fut: F,
+    span: tracing::Span,
+) -> tracing::instrument::Instrumented<F> {
+    fut.instrument(span)
 }
 
 /// A span only when a subscriber wants it: building one costs even when nobody listens.
