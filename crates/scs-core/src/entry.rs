@@ -114,7 +114,23 @@ pub fn unix_ms(t: OffsetDateTime) -> u64 {
 
 /// The current time in Unix milliseconds.
 pub fn now_ms() -> u64 {
-    unix_ms(OffsetDateTime::now_utc())
+    u64::try_from(now_nanos().div_euclid(1_000_000).max(0)).unwrap_or(u64::MAX)
+}
+
+/// The current time in Unix nanoseconds, straight from the system clock: without the
+/// calendar fields an `OffsetDateTime` computes (and a comparison throws away).
+///
+/// ```
+/// let a = scs_core::entry::now_nanos();
+/// let t = scs_core::time::OffsetDateTime::from_unix_timestamp_nanos(a).unwrap();
+/// assert!(t.year() >= 2024);
+/// ```
+pub fn now_nanos() -> i128 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(since) => i128::try_from(since.as_nanos()).unwrap_or(i128::MAX),
+        Err(before) => i128::try_from(before.duration().as_nanos()).map_or(i128::MIN, |n| -n),
+    }
 }
 
 /// Checks a namespace name (table, tree, keyspace, prefix):

@@ -1,7 +1,7 @@
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry as TableEntry;
@@ -26,7 +26,7 @@ const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 /// # #[tokio::main] async fn main() -> scs_core::Result<()> {
 /// use scs_core::Store;
 /// use scs_memstore::MemoryStore;
-/// use std::time::{Duration, SystemTime, UNIX_EPOCH};
+/// use std::time::Duration;
 ///
 /// let store = MemoryStore::builder()
 ///     .cleanup_interval(Some(Duration::from_secs(30)))
@@ -100,13 +100,9 @@ impl Inner {
     }
 }
 
-/// Now, in Unix nanoseconds (the unit of `Item::expiry`): straight from the system clock,
-/// without the calendar fields an `OffsetDateTime` would compute and throw away.
+/// Now, in Unix nanoseconds (the unit of `Item::expiry`).
 fn now_nanos() -> i128 {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(since) => since.as_nanos() as i128,
-        Err(before) => -(before.duration().as_nanos() as i128),
-    }
+    scs_core::entry::now_nanos()
 }
 
 /// Matches the slot of `key`.

@@ -380,11 +380,13 @@ impl SessionManager {
             }
             false => None,
         };
-        let started = std::time::Instant::now();
+        // Set at the first conflict: a commit that goes through (nearly all) reads no clock.
+        let mut conflicts_since = None;
         for attempt in 0..=MAX_CONFLICT_RETRIES {
             if attempt > 0 {
                 // Jittered backoff against other processes; bounded by the store timeout.
-                if started.elapsed() > self.inner.config.store_timeout {
+                let since = *conflicts_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > self.inner.config.store_timeout {
                     break;
                 }
                 let cap = 1u64 << attempt.min(5);

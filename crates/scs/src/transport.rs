@@ -180,7 +180,7 @@ fn set_cookie(
             let nanos = expiry.unix_timestamp_nanos();
             let secs =
                 nanos.div_euclid(1_000_000_000) + i128::from(nanos.rem_euclid(1_000_000_000) != 0);
-            let now = OffsetDateTime::now_utc().unix_timestamp_nanos();
+            let now = scs_core::entry::now_nanos();
             let left = (nanos - now).max(0);
             let max_age =
                 left.div_euclid(1_000_000_000) + i128::from(left.rem_euclid(1_000_000_000) != 0);
