@@ -510,6 +510,9 @@ struct Load {
     errors: f64,
     requests: f64,
     cpu_us: f64,
+    /// The lowest and highest server CPU per request over the rounds (the median is
+    /// `cpu_us`): how much the machine moved the figure.
+    cpu_range: (f64, f64),
 }
 
 fn run_load(
@@ -569,6 +572,7 @@ fn run_load(
             errors: f(&v, "errors"),
             requests: f(&v, "requests"),
             cpu_us: f64::NAN,
+            cpu_range: (f64::NAN, f64::NAN),
         })
     }
 }
@@ -595,6 +599,7 @@ fn parse_wrk(out: &str) -> Result<Load> {
         errors: 0.0,
         requests: f64::NAN,
         cpu_us: f64::NAN,
+        cpu_range: (f64::NAN, f64::NAN),
     };
     for line in out.lines().map(str::trim) {
         if let Some(v) = line.strip_prefix("Requests/sec:") {
@@ -676,6 +681,11 @@ fn http_part(env: &Env, opts: &Opts, loadgen: &str) -> Result<BTreeMap<(String, 
                 errors: v.iter().map(|l| l.errors).sum(),
                 requests: m(|l| l.requests),
                 cpu_us: m(|l| l.cpu_us),
+                cpu_range: v
+                    .iter()
+                    .map(|l| l.cpu_us)
+                    .filter(|c| c.is_finite())
+                    .fold((f64::NAN, f64::NAN), |(lo, hi), c| (c.min(lo), c.max(hi))),
             };
             (k, load)
         })
@@ -1207,7 +1217,9 @@ fn render(h: &Header, r: &Results, goals: &[Goal], profiles: &[Profile]) -> Stri
         w,
         "Server CPU µs/request is the server process's CPU time (user + kernel, \
          `/proc/<pid>/schedstat`) over the requests it answered: its capacity on one core, \
-         which other work on a shared machine does not skew the way it skews req/s.\n"
+         which other work on a shared machine does not skew the way it skews req/s. In \
+         brackets, its lowest and highest round: a ratio between two servers is only \
+         resolved as far as these ranges are narrow.\n"
     );
     let _ = writeln!(
         w,
@@ -1216,8 +1228,14 @@ fn render(h: &Header, r: &Results, goals: &[Goal], profiles: &[Profile]) -> Stri
     let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let cell = |l: Option<Load>| {
         l.map_or("— | — | —".into(), |l| {
+            let (lo, hi) = l.cpu_range;
+            let range = if lo < hi {
+                format!(" ({lo:.2}–{hi:.2})")
+            } else {
+                String::new()
+            };
             format!(
-                "{} | {} / {} | {:.2}",
+                "{} | {} / {} | {:.2}{range}",
                 num(l.rps),
                 us(l.p50),
                 us(l.p99),
