@@ -6,6 +6,7 @@ use std::time::Duration;
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry as TableEntry;
 use parking_lot::RwLock;
+use scs_core::entry::now_nanos;
 use scs_core::time::OffsetDateTime;
 use scs_core::{Capabilities, Entry, IterableStore, Record, Result, Store, async_trait};
 use scs_tokio::CleanupTask;
@@ -98,11 +99,6 @@ impl Inner {
         }
         removed
     }
-}
-
-/// Now, in Unix nanoseconds (the unit of `Item::expiry`).
-fn now_nanos() -> i128 {
-    scs_core::entry::now_nanos()
 }
 
 /// Matches the slot of `key`.
