@@ -108,13 +108,28 @@ fn is(key: &str) -> impl Fn(&Slot) -> bool + '_ {
 
 /// Writes `item` into its slot: in place when the key is there (no new key allocation),
 /// else as a new slot.
-fn put(slot: TableEntry<'_, Slot>, key: &str, item: Item) {
+/// Stores `data` with `expiry` and `version` in `slot`. A rewrite of the same length
+/// (the usual commit: a counter or a flag changed) reuses the entry's buffer.
+fn put(slot: TableEntry<'_, Slot>, key: &str, data: &[u8], expiry: i128, version: u64) {
     match slot {
-        TableEntry::Occupied(mut slot) => slot.get_mut().item = item,
+        TableEntry::Occupied(mut slot) => {
+            let item = &mut slot.get_mut().item;
+            if item.data.len() == data.len() {
+                item.data.copy_from_slice(data);
+            } else {
+                item.data = data.into();
+            }
+            item.expiry = expiry;
+            item.version = version;
+        }
         TableEntry::Vacant(slot) => {
             slot.insert(Slot {
                 key: key.into(),
-                item,
+                item: Item {
+                    data: data.into(),
+                    expiry,
+                    version,
+                },
             });
         }
     }
@@ -269,12 +284,7 @@ impl Store for MemoryStore {
             }
             return Ok(());
         }
-        let item = Item {
-            data: data.into(),
-            expiry,
-            version: self.inner.next_version(),
-        };
-        put(slot, key, item);
+        put(slot, key, data, expiry, self.inner.next_version());
         Ok(())
     }
 
@@ -341,16 +351,7 @@ impl Store for MemoryStore {
                 slot.remove();
             }
         } else {
-            let data = data.into();
-            put(
-                slot,
-                key,
-                Item {
-                    data,
-                    expiry,
-                    version,
-                },
-            );
+            put(slot, key, data, expiry, version);
         }
         Ok(Some(version))
     }
@@ -426,6 +427,26 @@ mod tests {
         for i in 0..800 {
             let found = store.find(&format!("k{i}")).await.unwrap();
             assert_eq!(found.as_deref(), Some(&b"b"[..]));
+        }
+        // Rewrites longer, shorter and of the same length each read back exactly; the
+        // same length keeps the entry's buffer.
+        let buffer = |store: &MemoryStore| {
+            let (hash, shard) = store.inner.shard("k0");
+            let map = shard.read();
+            map.find(hash, is("k0"))
+                .map(|s| s.item.data.as_ptr() as usize)
+        };
+        for data in [&b"longer"[..], b"xy", b"zw", b""] {
+            let before = buffer(&store);
+            let version = store.find_record("k0").await.unwrap().unwrap().version;
+            store
+                .commit_if("k0", data, expiry, Some(version))
+                .await
+                .unwrap();
+            assert_eq!(store.find("k0").await.unwrap().as_deref(), Some(data));
+            if data == b"zw" {
+                assert_eq!(buffer(&store), before);
+            }
         }
     }
 
