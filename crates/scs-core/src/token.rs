@@ -3,6 +3,7 @@
 //! A token is 32 bytes from the operating system's CSPRNG, encoded as base64url without
 //! padding: exactly [`TOKEN_LEN`] characters of `[A-Za-z0-9_-]`.
 
+use arrayvec::ArrayString;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
@@ -17,20 +18,91 @@ pub const TOKEN_LEN: usize = 43;
 /// # Errors
 /// Fails with [`ErrorKind::Backend`] only when the operating system's random source fails.
 pub fn try_generate() -> Result<String> {
-    let bytes = random_32().map_err(|e| {
-        Error::new(ErrorKind::Backend, "reading the OS random source").with_source(RandError(e))
-    })?;
-    Ok(encode_32(&bytes))
+    Token::try_generate().map(|t| t.as_str().to_owned())
 }
 
-/// Unpadded base64url of 32 bytes, through a stack buffer: one exact allocation.
-fn encode_32(bytes: &[u8]) -> String {
-    let mut out = [0u8; TOKEN_LEN];
-    let written = URL_SAFE_NO_PAD.encode_slice(bytes, &mut out);
-    match (written, std::str::from_utf8(&out)) {
-        (Ok(TOKEN_LEN), Ok(text)) => text.to_owned(),
-        // Only for an input that is not 32 bytes: the allocating path is right for any.
-        _ => URL_SAFE_NO_PAD.encode(bytes),
+/// A token, or the store key of one: exactly [`TOKEN_LEN`] base64url characters, held
+/// inline. `Copy` and never allocated: the request path reads, hashes and hands these
+/// around on every load and commit.
+///
+/// `Debug` never shows the characters (a token in a log is a session handed out).
+///
+/// ```
+/// use scs_core::token::Token;
+///
+/// let token = Token::try_generate().unwrap();
+/// assert_eq!(Token::parse(token.as_str()), Some(token));
+/// assert_eq!(token.store_key(false), token);
+/// assert_ne!(token.store_key(true), token);
+/// assert_eq!(format!("{token:?}"), "Token(..)");
+/// assert_eq!(Token::parse("../../etc/passwd"), None);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Token(ArrayString<TOKEN_LEN>);
+
+impl Token {
+    /// `text` when it has the exact shape of a token (see [`is_valid`]).
+    pub fn parse(text: &str) -> Option<Self> {
+        if !is_valid(text) {
+            return None;
+        }
+        ArrayString::from(text).ok().map(Self)
+    }
+
+    /// A new random token: 32 bytes from the OS CSPRNG.
+    ///
+    /// # Errors
+    /// Fails with [`ErrorKind::Backend`] only when the operating system's random source
+    /// fails.
+    pub fn try_generate() -> Result<Self> {
+        let bytes = random_32().map_err(|e| {
+            Error::new(ErrorKind::Backend, "reading the OS random source").with_source(RandError(e))
+        })?;
+        Ok(Self::encode(&bytes))
+    }
+
+    /// The key this token's session is stored under: `base64url(SHA-256(token))` with
+    /// `hash`, else the token itself (see [`store_key`]).
+    pub fn store_key(&self, hash: bool) -> Self {
+        if hash {
+            Self::encode(&Sha256::digest(self.0.as_bytes()).into())
+        } else {
+            *self
+        }
+    }
+
+    /// The characters.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// Unpadded base64url of 32 bytes.
+    fn encode(bytes: &[u8; 32]) -> Self {
+        let mut out = [0u8; TOKEN_LEN];
+        // 32 bytes are exactly 43 characters, all ASCII: neither step can fail, and the
+        // fallbacks only keep this free of panics.
+        let _ = URL_SAFE_NO_PAD.encode_slice(bytes, &mut out);
+        Self(ArrayString::from_byte_string(&out).unwrap_or_default())
+    }
+}
+
+impl std::ops::Deref for Token {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Token {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
     }
 }
 
@@ -165,7 +237,9 @@ const ALPHABET: [u8; 256] = {
 /// ```
 pub fn store_key(token: &str, hash: bool) -> String {
     if hash {
-        encode_32(&Sha256::digest(token.as_bytes()))
+        Token::encode(&Sha256::digest(token.as_bytes()).into())
+            .as_str()
+            .to_owned()
     } else {
         token.to_owned()
     }

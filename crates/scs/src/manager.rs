@@ -7,9 +7,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Response, StatusCode};
 use scs_core::time::OffsetDateTime;
+use scs_core::token::Token;
 use scs_core::{
     Capabilities, Codec, Context, CtxStore, Error, ErrorKind, JsonCodec, MsgPackCodec, Result,
-    SessionData, Status, token,
+    SessionData, Status,
 };
 
 use crate::config::{CodecKind, SameSite, SessionConfig};
@@ -261,21 +262,14 @@ impl SessionManager {
     /// # Errors
     /// As [`load`](Self::load).
     pub async fn load_with_context(&self, token: Option<&str>, ctx: Context) -> Result<Session> {
-        self.load_valid(token.filter(|t| token::is_valid(t)), ctx)
-            .await
-    }
-
-    /// [`load_with_context`](Self::load_with_context) for a token already known to be
-    /// well-formed.
-    async fn load_valid(&self, token: Option<&str>, ctx: Context) -> Result<Session> {
-        let state = self.load_state(token, &ctx).await?;
+        let state = self.load_state(token.and_then(Token::parse), &ctx).await?;
         Ok(Session::new(self.clone(), ctx, state))
     }
 
     /// The state of the session of `token` (well-formed), or of a new session.
     pub(crate) fn load_state<'a>(
         &'a self,
-        token: Option<&'a str>,
+        token: Option<Token>,
         ctx: &'a Context,
     ) -> impl Future<Output = Result<State>> + Send + 'a {
         let backend = self.inner.store.backend();
@@ -283,15 +277,15 @@ impl SessionManager {
         traced(self.load_inner(token, ctx), span)
     }
 
-    async fn load_inner(&self, token: Option<&str>, ctx: &Context) -> Result<State> {
+    async fn load_inner(&self, token: Option<Token>, ctx: &Context) -> Result<State> {
         self.inner.counters.loads.increment(1);
         if let Some(token) = token
-            && let Some(found) = self.find_entry(ctx, self.store_key(token)).await?
+            && let Some(found) = self.find_entry(ctx, self.store_key(&token)).await?
         {
             let forwarded = found.forwarded;
             let mut state = self.fill(found)?;
             if !forwarded {
-                state.token = token.to_owned();
+                state.token = Some(token);
             }
             // Otherwise reached through a renewed token's grace period: this request
             // reads and writes the renewed session, but cannot hand out its token.
@@ -302,7 +296,7 @@ impl SessionManager {
 
     /// Reads an entry: with its version and expiry where the store keeps them, and
     /// following a renewed token's forwarding entry once.
-    async fn find_entry(&self, ctx: &Context, mut key: String) -> Result<Option<Found>> {
+    async fn find_entry(&self, ctx: &Context, mut key: Token) -> Result<Option<Found>> {
         for forwarded in [false, true] {
             let (data, version, expiry) = if self.inner.caps.versioned {
                 match self.find_raw_record(ctx, &key).await? {
@@ -316,7 +310,9 @@ impl SessionManager {
                 }
             };
             match moved_to(&data) {
-                Some(next) => key = next,
+                Some(Some(next)) => key = next,
+                // A forwarding entry whose target is not a key: nothing to find.
+                Some(None) => return Ok(None),
                 None => {
                     return Ok(Some(Found {
                         key,
@@ -351,32 +347,35 @@ impl SessionManager {
     /// The codec's or store's error, or [`ErrorKind::TooLarge`] when the encoded session
     /// exceeds `max_session_bytes` (nothing is stored then).
     pub async fn commit(&self, session: &Session) -> Result<(String, OffsetDateTime)> {
+        let (token, expiry) = self.commit_token(session).await?;
+        Ok((
+            token.map(|t| t.as_str().to_owned()).unwrap_or_default(),
+            expiry,
+        ))
+    }
+
+    /// [`commit`](Self::commit), the token as it is kept (none: this request does not
+    /// know the raw token).
+    pub(crate) async fn commit_token(
+        &self,
+        session: &Session,
+    ) -> Result<(Option<Token>, OffsetDateTime)> {
         let backend = self.inner.store.backend();
         let span = span(|| tracing::debug_span!("scs.commit", backend));
         traced(self.commit_inner(session), span).await
     }
 
-    async fn commit_inner(&self, session: &Session) -> Result<(String, OffsetDateTime)> {
+    async fn commit_inner(&self, session: &Session) -> Result<(Option<Token>, OffsetDateTime)> {
         let ctx = &session.inner.ctx;
         // Commits of one session in this process take turns, so compare-and-set only has
         // to settle races with other processes (and with loads older than a commit).
-        // The key the turn was taken for, reused by the first attempt below.
-        let mut turn_key = None;
         let _turn = match self.inner.caps.versioned {
             true => {
                 let key = {
                     let mut state = session.inner.state.lock();
-                    if state.key.is_none() {
-                        let token = token::try_generate()?;
-                        state.key = Some(self.store_key(&token));
-                        state.key_indexed = false;
-                        state.token = token;
-                    }
-                    state.key.clone().unwrap_or_default()
+                    self.ensure_key(&mut state)?
                 };
-                let turn = self.commit_turn(&key).await;
-                turn_key = Some(key);
-                Some(turn)
+                Some(self.commit_turn(&key).await)
             }
             false => None,
         };
@@ -395,19 +394,10 @@ impl SessionManager {
             }
             let (token, key, bytes, expiry, expected) = {
                 let mut state = session.inner.state.lock();
-                if state.key.is_none() {
-                    let token = token::try_generate()?;
-                    state.key = Some(self.store_key(&token));
-                    state.key_indexed = false;
-                    state.token = token;
-                }
+                let key = self.ensure_key(&mut state)?;
                 let bytes = self.encode(&state.data)?;
                 let expiry = self.expiry(state.data.deadline);
-                let key = match (turn_key.take(), state.key.as_deref()) {
-                    (Some(known), Some(current)) if known == current => known,
-                    _ => state.key.clone().unwrap_or_default(),
-                };
-                (state.token.clone(), key, bytes, expiry, state.version)
+                (state.token, key, bytes, expiry, state.version)
             };
             if !self.inner.caps.versioned {
                 self.store_commit_raw(ctx, &key, &bytes, expiry).await?;
@@ -436,13 +426,13 @@ impl SessionManager {
                         .values
                         .get(crate::users::USER_KEY)
                         .and_then(|v| v.to::<String>().ok());
-                    user.filter(|_| !(state.key_indexed && state.key.as_deref() == Some(&key)))
+                    user.filter(|_| !(state.key_indexed && state.key == Some(key)))
                 };
                 if let Some(user) = to_index {
                     self.index_session(ctx, &user, &key, expiry).await?;
                     let mut state = session.inner.state.lock();
                     // Unless the key changed meanwhile (a renewal through a clone).
-                    if state.key.as_deref() == Some(key.as_str()) {
+                    if state.key == Some(key) {
                         state.key_indexed = true;
                     }
                 }
@@ -452,7 +442,7 @@ impl SessionManager {
             // Another request committed this session since we loaded it: take its data,
             // replay only what this request changed, and try again.
             self.inner.counters.conflicts.increment(1);
-            let fresh = self.find_entry(ctx, key.clone()).await?;
+            let fresh = self.find_entry(ctx, key).await?;
             let mut state = session.inner.state.lock();
             match fresh {
                 Some(found) => {
@@ -461,7 +451,7 @@ impl SessionManager {
                     state.data = data;
                     state.version = found.version;
                     // Still indexed when it is the key we had (the usual case).
-                    state.key_indexed &= state.key.as_deref() == Some(found.key.as_str());
+                    state.key_indexed &= state.key == Some(found.key);
                     state.key = Some(found.key);
                 }
                 None => {
@@ -473,7 +463,7 @@ impl SessionManager {
                     state.version = None;
                     state.key = None;
                     state.key_indexed = false;
-                    state.token.clear();
+                    state.token = None;
                 }
             }
         }
@@ -551,6 +541,11 @@ impl SessionManager {
                 // A renewed token's forwarding entry or a user index, not a session.
                 continue;
             }
+            let Some(key) = Token::parse(&key) else {
+                // Every session key this library writes has a token's shape.
+                tracing::warn!("iterate: skipping an entry whose key is not a session key");
+                continue;
+            };
             let mut state = State::fresh(self);
             state.data = match self.inner.codec.decode(&bytes) {
                 Ok(data) => data,
@@ -596,8 +591,21 @@ impl SessionManager {
         }
     }
 
-    pub(crate) fn store_key(&self, token: &str) -> String {
-        token::store_key(token, self.inner.config.hash_token_in_store)
+    pub(crate) fn store_key(&self, token: &Token) -> Token {
+        token.store_key(self.inner.config.hash_token_in_store)
+    }
+
+    /// The session's store key, after minting its token if it has none yet.
+    fn ensure_key(&self, state: &mut State) -> Result<Token> {
+        if let Some(key) = state.key {
+            return Ok(key);
+        }
+        let token = Token::try_generate()?;
+        let key = self.store_key(&token);
+        state.key = Some(key);
+        state.key_indexed = false;
+        state.token = Some(token);
+        Ok(key)
     }
 
     /// One store call: bounded by the store timeout, traced, and counted.
@@ -747,8 +755,8 @@ impl SessionManager {
         };
         match status {
             Status::Modified => {
-                let (token, expiry) = self.commit(session).await?;
-                self.send_token(headers, &token, expiry, session);
+                let (token, expiry) = self.commit_token(session).await?;
+                self.send_token(headers, token, expiry, session);
             }
             Status::Destroyed => {
                 transport::write(self, headers, None, OffsetDateTime::UNIX_EPOCH, false);
@@ -767,12 +775,12 @@ impl SessionManager {
     fn send_token(
         &self,
         headers: &mut HeaderMap,
-        token: &str,
+        token: Option<Token>,
         expiry: OffsetDateTime,
         session: &Session,
     ) {
-        if !token.is_empty() {
-            transport::write(self, headers, Some(token), expiry, session.remembered());
+        if let Some(token) = token {
+            transport::write(self, headers, Some(&token), expiry, session.remembered());
         }
     }
 
@@ -783,8 +791,8 @@ impl SessionManager {
         let (token, key, expiry, stored) = {
             let state = session.inner.state.lock();
             (
-                state.token.clone(),
-                state.key.clone().unwrap_or_default(),
+                state.token,
+                state.key,
                 self.expiry(state.data.deadline),
                 state.stored_expiry,
             )
@@ -796,11 +804,11 @@ impl SessionManager {
             // matches the store.
             return Ok(());
         }
-        if !self.inner.caps.touch {
-            let (token, expiry) = self.commit(session).await?;
-            self.send_token(headers, &token, expiry, session);
+        let Some(key) = key.filter(|_| self.inner.caps.touch) else {
+            let (token, expiry) = self.commit_token(session).await?;
+            self.send_token(headers, token, expiry, session);
             return Ok(());
-        }
+        };
         let touched = self
             .timed(
                 self.inner.store.touch_ctx(&session.inner.ctx, &key, expiry),
@@ -811,7 +819,7 @@ impl SessionManager {
         if touched {
             self.inner.counters.touches.increment(1);
             session.inner.state.lock().stored_expiry = Some(expiry);
-            self.send_token(headers, &token, expiry, session);
+            self.send_token(headers, token, expiry, session);
         }
         Ok(())
     }
@@ -833,7 +841,7 @@ impl SessionManager {
 
 /// An entry as read from the store.
 struct Found {
-    key: String,
+    key: Token,
     data: Vec<u8>,
     version: Option<u64>,
     expiry: Option<OffsetDateTime>,
@@ -846,12 +854,10 @@ struct Found {
 pub(crate) const MOVED: &[u8] = b"\0scs:moved\0";
 
 /// The key a forwarding entry points to.
-fn moved_to(data: &[u8]) -> Option<String> {
+/// `None`: not a forwarding entry; `Some(None)`: one whose target is not a key.
+fn moved_to(data: &[u8]) -> Option<Option<Token>> {
     let rest = data.strip_prefix(MOVED)?;
-    std::str::from_utf8(rest)
-        .ok()
-        .filter(|k| !k.is_empty())
-        .map(str::to_owned)
+    Some(std::str::from_utf8(rest).ok().and_then(Token::parse))
 }
 
 /// Compare-and-set retries before a commit gives up with a `Conflict` error (also bounded

@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 use scs_core::time::OffsetDateTime;
-use scs_core::{Context, SessionData, Status, Value, token};
+use scs_core::token::Token;
+use scs_core::{Context, SessionData, Status, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::transport::ClientToken;
 use crate::{Result, SessionManager};
 
 /// Key of the remember-me flag among the values. Keys with the `__scs.` prefix are
@@ -55,16 +55,16 @@ pub(crate) struct SessionInner {
     /// The token the client sent, when the layer read it already; `None`: read from the
     /// request's headers at first access (a request that never asks never parses its
     /// cookies).
-    client_token: Option<Option<ClientToken>>,
+    client_token: Option<Option<Token>>,
 }
 
 pub(crate) struct State {
-    /// The raw token; empty until the first commit (or for sessions handed out by
+    /// The raw token; none until the first commit (or for sessions handed out by
     /// `iterate`, or reached through a renewed token's grace period, whose raw token this
     /// request does not know).
-    pub(crate) token: String,
+    pub(crate) token: Option<Token>,
     /// The store key of the current token, computed once.
-    pub(crate) key: Option<String>,
+    pub(crate) key: Option<Token>,
     pub(crate) data: SessionData,
     pub(crate) status: Status,
     /// The session came from the store in this request (so an idle timeout slides it).
@@ -104,7 +104,7 @@ impl State {
     pub(crate) fn stored(
         manager: &SessionManager,
         data: SessionData,
-        key: String,
+        key: Token,
         version: Option<u64>,
         stored_expiry: Option<OffsetDateTime>,
     ) -> Self {
@@ -124,7 +124,7 @@ impl State {
     /// The placeholder of a session not loaded yet: no clock read, no allocation.
     fn unloaded() -> Self {
         Self {
-            token: String::new(),
+            token: None,
             key: None,
             data: SessionData::new(OffsetDateTime::UNIX_EPOCH),
             status: Status::Unmodified,
@@ -192,7 +192,7 @@ impl std::fmt::Debug for Session {
         f.debug_struct("Session")
             .field("cookie", &self.inner.manager.config().cookie.name)
             .field("status", &state.status)
-            .field("has_token", &!state.token.is_empty())
+            .field("has_token", &state.token.is_some())
             .field("deadline", &state.data.deadline)
             .field("values", &state.data.values.len())
             .finish()
@@ -218,7 +218,7 @@ impl Session {
     pub(crate) fn pending(
         manager: SessionManager,
         ctx: Context,
-        client_token: Option<Option<ClientToken>>,
+        client_token: Option<Option<Token>>,
     ) -> Self {
         Self {
             inner: Arc::new(SessionInner {
@@ -238,7 +238,7 @@ impl Session {
 
     /// The token to load with: the one the layer read, or the one in `headers` (the
     /// request's); nothing to read once loaded.
-    pub(crate) fn load_token(&self, headers: &http::HeaderMap) -> Option<ClientToken> {
+    pub(crate) fn load_token(&self, headers: &http::HeaderMap) -> Option<Token> {
         match self.inner.client_token {
             Some(token) => token,
             None if self.is_loaded() => None,
@@ -252,14 +252,12 @@ impl Session {
     /// # Errors
     /// The store's error, or the codec's when the stored bytes do not decode; the next
     /// access tries again.
-    pub(crate) async fn ensure_loaded(&self, token: Option<ClientToken>) -> Result<()> {
+    pub(crate) async fn ensure_loaded(&self, token: Option<Token>) -> Result<()> {
         if self.is_loaded() {
             return Ok(());
         }
         let manager = &self.inner.manager;
-        let loaded = manager
-            .load_state(token.as_ref().map(ClientToken::as_str), &self.inner.ctx)
-            .await?;
+        let loaded = manager.load_state(token, &self.inner.ctx).await?;
         // No lock across the store call: should two tasks load at once, the first to
         // finish installs its state and the other's is dropped. Nothing can have changed
         // the session in between, since no handle reaches user code before it is loaded.
@@ -459,7 +457,8 @@ impl Session {
     /// committed (and for sessions handed out by [`SessionManager::iterate`] while token
     /// hashing is on, whose raw token the server never knew).
     pub fn token(&self) -> String {
-        self.inner.state.lock().token.clone()
+        let token = self.inner.state.lock().token;
+        token.map(|t| t.as_str().to_owned()).unwrap_or_default()
     }
 
     /// The absolute deadline of the session.
@@ -507,7 +506,7 @@ impl Session {
     }
 
     async fn destroy_inner(&self) -> Result<()> {
-        let key = self.inner.state.lock().key.clone();
+        let key = self.inner.state.lock().key;
         if let Some(key) = key {
             self.inner
                 .manager
@@ -533,19 +532,19 @@ impl Session {
 
     async fn renew_inner(&self) -> Result<()> {
         let manager = &self.inner.manager;
-        let old_key = self.inner.state.lock().key.clone();
+        let old_key = self.inner.state.lock().key;
         let grace = manager.renew_grace();
         if let Some(key) = &old_key
             && grace.is_zero()
         {
             manager.store_delete(&self.inner.ctx, key).await?;
         }
-        let new_token = token::try_generate()?;
+        let new_token = Token::try_generate()?;
         {
             let mut state = self.inner.state.lock();
             state.key = Some(manager.store_key(&new_token));
             state.key_indexed = false;
-            state.token = new_token;
+            state.token = Some(new_token);
             state.set_deadline(manager.new_deadline());
             // A new key: the first commit under it creates the entry.
             state.version = None;
@@ -557,7 +556,11 @@ impl Session {
             // Safe renewal: the renewed session is stored now, and the old key forwards
             // to it for the grace period, for requests already in flight.
             let (_, _) = manager.commit(self).await?;
-            let new_key = self.inner.state.lock().key.clone().unwrap_or_default();
+            let new_key = self.inner.state.lock().key;
+            let Some(new_key) = new_key else {
+                // Destroyed through a clone meanwhile: nothing to forward to.
+                return manager.store_delete(&self.inner.ctx, &old_key).await;
+            };
             let mut forward = crate::manager::MOVED.to_vec();
             forward.extend_from_slice(new_key.as_bytes());
             let until = OffsetDateTime::now_utc() + grace;
@@ -575,11 +578,14 @@ impl Session {
     /// # Errors
     /// The store's or codec's error.
     pub async fn merge_session(&self, other_token: &str) -> Result<()> {
-        if !token::is_valid(other_token) || self.inner.state.lock().token == other_token {
+        let Some(other_token) = Token::parse(other_token) else {
+            return Ok(());
+        };
+        if self.inner.state.lock().token == Some(other_token) {
             return Ok(());
         }
         let manager = &self.inner.manager;
-        let key = manager.store_key(other_token);
+        let key = manager.store_key(&other_token);
         let Some(bytes) = manager.store_find(&self.inner.ctx, &key).await? else {
             return Ok(());
         };

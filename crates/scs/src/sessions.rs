@@ -3,7 +3,8 @@
 use bytes::Bytes;
 use http::{Extensions, HeaderMap, Request, Response, StatusCode};
 
-use crate::transport::ClientToken;
+use scs_core::token::Token;
+
 use crate::{Session, SessionManager};
 
 /// Every session of a request, one per [`SessionManager`] layered on the route,
@@ -166,7 +167,7 @@ pub(crate) fn of_request(extensions: &Extensions) -> Option<&RequestSessions> {
 /// `session`, loaded with `token` (from [`Session::load_token`]).
 pub(crate) async fn loaded(
     session: Session,
-    token: Option<ClientToken>,
+    token: Option<Token>,
 ) -> Result<Session, SessionRejection> {
     if !session.is_loaded() {
         // The load's future lives on the heap: the handler's future that awaits this one

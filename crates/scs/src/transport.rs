@@ -1,10 +1,12 @@
 //! Reading the token from a request and writing it into a response: the cookie (in Go
 //! scs's exact attribute order) and/or a header.
 
+use std::cell::RefCell;
+
 use http::header::{CACHE_CONTROL, COOKIE, SET_COOKIE, VARY};
 use http::{HeaderMap, HeaderValue};
 use scs_core::time::OffsetDateTime;
-use scs_core::token;
+use scs_core::token::Token;
 
 use crate::SameSite;
 use crate::SessionManager;
@@ -40,31 +42,11 @@ fn write_http_date(s: &mut String, t: OffsetDateTime) {
     s.push_str(" GMT");
 }
 
-/// A token as a client sent it, known to have the exact shape of a token: kept inline, no
-/// allocation on the request path.
-#[derive(Clone, Copy)]
-pub(crate) struct ClientToken([u8; token::TOKEN_LEN]);
-
-impl ClientToken {
-    /// `text` when it has the exact shape of a token.
-    pub(crate) fn parse(text: &str) -> Option<Self> {
-        if !token::is_valid(text) {
-            return None;
-        }
-        text.as_bytes().try_into().ok().map(Self)
-    }
-
-    pub(crate) fn as_str(&self) -> &str {
-        // Only base64url characters went in.
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-}
-
 /// The token the client sent, when it has the exact shape of a token. Looks at the
 /// session cookie (every `Cookie` header, first well-formed one wins) and then the token
 /// header. Non-UTF-8 headers, malformed pairs and malformed tokens are skipped, so they
 /// never reach the store.
-pub(crate) fn read(manager: &SessionManager, headers: &HeaderMap) -> Option<ClientToken> {
+pub(crate) fn read(manager: &SessionManager, headers: &HeaderMap) -> Option<Token> {
     let config = manager.config();
     if config.token_transport.uses_cookie() {
         let name = config.cookie.name.as_str();
@@ -81,7 +63,7 @@ pub(crate) fn read(manager: &SessionManager, headers: &HeaderMap) -> Option<Clie
                 };
                 // The common case: the value is a bare token, which the cookie parser
                 // would hand back unchanged (no quotes, nothing to trim but blanks).
-                if let Some(token) = ClientToken::parse(raw.trim()) {
+                if let Some(token) = Token::parse(raw.trim()) {
                     return Some(token);
                 }
                 // Anything else goes through the cookie parser, which also takes the
@@ -89,7 +71,7 @@ pub(crate) fn read(manager: &SessionManager, headers: &HeaderMap) -> Option<Clie
                 // net/http, and so Go scs, accepts them).
                 if let Ok(c) = cookie::Cookie::parse(pair)
                     && c.name() == name
-                    && let Some(token) = ClientToken::parse(c.value_trimmed())
+                    && let Some(token) = Token::parse(c.value_trimmed())
                 {
                     return Some(token);
                 }
@@ -99,7 +81,7 @@ pub(crate) fn read(manager: &SessionManager, headers: &HeaderMap) -> Option<Clie
     if let Some(header) = manager.token_header() {
         for value in headers.get_all(header) {
             if let Ok(value) = value.to_str()
-                && let Some(token) = ClientToken::parse(value.trim())
+                && let Some(token) = Token::parse(value.trim())
             {
                 return Some(token);
             }
@@ -133,9 +115,8 @@ pub(crate) fn write(
     let config = manager.config();
     if config.token_transport.uses_cookie() {
         let persist = config.cookie.persist || remember_me;
-        let cookie = set_cookie(manager, token, expiry, persist);
-        // Only printable ASCII went in (validated names and attributes, base64url token).
-        if let Ok(value) = HeaderValue::try_from(cookie) {
+        // Only printable ASCII goes in (validated names and attributes, base64url token).
+        if let Some(value) = set_cookie(manager, token, expiry, persist) {
             headers.append(SET_COOKIE, value);
             headers.append(
                 CACHE_CONTROL,
@@ -161,9 +142,35 @@ fn set_cookie(
     token: Option<&str>,
     expiry: OffsetDateTime,
     persist: bool,
-) -> String {
+) -> Option<HeaderValue> {
+    thread_local! {
+        // Written here, then copied once into the header value at its exact size.
+        static BUF: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+    BUF.try_with(|buf| {
+        let mut buf = buf.try_borrow_mut().ok()?;
+        buf.clear();
+        write_set_cookie(&mut buf, manager, token, expiry, persist);
+        HeaderValue::from_str(&buf).ok()
+    })
+    .ok()
+    .flatten()
+    .or_else(|| {
+        // No thread-local storage (thread teardown): a buffer of its own.
+        let mut buf = String::new();
+        write_set_cookie(&mut buf, manager, token, expiry, persist);
+        HeaderValue::try_from(buf).ok()
+    })
+}
+
+fn write_set_cookie(
+    s: &mut String,
+    manager: &SessionManager,
+    token: Option<&str>,
+    expiry: OffsetDateTime,
+    persist: bool,
+) {
     let c = &manager.config().cookie;
-    let mut s = String::with_capacity(160);
     s.push_str(&c.name);
     s.push('=');
     s.push_str(token.unwrap_or(""));
@@ -189,7 +196,7 @@ fn set_cookie(
                 .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok())
             {
                 s.push_str("; Expires=");
-                write_http_date(&mut s, t);
+                write_http_date(s, t);
             }
             s.push_str("; Max-Age=");
             s.push_str(itoa::Buffer::new().format(max_age));
@@ -211,12 +218,12 @@ fn set_cookie(
     if c.partitioned {
         s.push_str("; Partitioned");
     }
-    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use scs_core::token;
     use scs_memstore::MemoryStore;
 
     fn manager() -> SessionManager {
@@ -286,7 +293,7 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(
-            read(&m, &h).as_ref().map(ClientToken::as_str),
+            read(&m, &h).as_ref().map(Token::as_str),
             Some(good.as_str())
         );
         let mut h = HeaderMap::new();

@@ -79,7 +79,8 @@ impl Session {
     /// This session's id as [`UserSession::id`] shows it (its store key); `None` before
     /// the first commit.
     pub fn id(&self) -> Option<String> {
-        self.inner.state.lock().key.clone()
+        let key = self.inner.state.lock().key;
+        key.map(|k| k.as_str().to_owned())
     }
 }
 
