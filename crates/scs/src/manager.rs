@@ -1,7 +1,9 @@
 //! The session manager: settings, the store, and the load / commit cycle.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -262,36 +264,55 @@ impl SessionManager {
     /// # Errors
     /// As [`load`](Self::load).
     pub async fn load_with_context(&self, token: Option<&str>, ctx: Context) -> Result<Session> {
-        let state = self.load_state(token.and_then(Token::parse), &ctx).await?;
+        let token = token.and_then(Token::parse);
+        let span = self.load_span();
+        let found = traced(self.find_session(token, &ctx), span.clone()).await?;
+        let state = span.in_scope(|| self.session_state(token, found))?;
         Ok(Session::new(self.clone(), ctx, state))
     }
 
-    /// The state of the session of `token` (well-formed), or of a new session.
-    pub(crate) fn load_state<'a>(
-        &'a self,
-        token: Option<Token>,
-        ctx: &'a Context,
-    ) -> impl Future<Output = Result<State>> + Send + 'a {
+    /// The span of one load (none when no subscriber listens).
+    pub(crate) fn load_span(&self) -> tracing::Span {
         let backend = self.inner.store.backend();
-        let span = span(|| tracing::debug_span!("scs.load", backend));
-        traced(self.load_inner(token, ctx), span)
+        span(|| tracing::debug_span!("scs.load", backend))
     }
 
-    async fn load_inner(&self, token: Option<Token>, ctx: &Context) -> Result<State> {
+    /// The first half of a load: what the store has for `token` (well-formed). The
+    /// second is [`session_state`](Self::session_state); the two are apart so that a
+    /// layer's session is filled in place rather than passed up through its futures.
+    pub(crate) async fn find_session(
+        &self,
+        token: Option<Token>,
+        ctx: &Context,
+    ) -> Result<Option<Found>> {
         self.inner.counters.loads.increment(1);
-        if let Some(token) = token
-            && let Some(found) = self.find_entry(ctx, self.store_key(&token)).await?
-        {
-            let forwarded = found.forwarded;
-            let mut state = self.fill(found)?;
-            if !forwarded {
-                state.token = Some(token);
-            }
-            // Otherwise reached through a renewed token's grace period: this request
-            // reads and writes the renewed session, but cannot hand out its token.
-            return Ok(state);
+        match token {
+            Some(token) => self.find_entry(ctx, self.store_key(&token)).await,
+            None => Ok(None),
         }
-        Ok(State::fresh(self))
+    }
+
+    /// The state of a session as [`find_session`](Self::find_session) found it, or of
+    /// a new session.
+    ///
+    /// # Errors
+    /// The codec's, when the stored bytes do not decode.
+    pub(crate) fn session_state(
+        &self,
+        token: Option<Token>,
+        found: Option<Found>,
+    ) -> Result<State> {
+        let Some(found) = found else {
+            return Ok(State::fresh(self));
+        };
+        let forwarded = found.forwarded;
+        let mut state = self.fill(found)?;
+        if !forwarded {
+            state.token = token;
+        }
+        // Otherwise reached through a renewed token's grace period: this request reads
+        // and writes the renewed session, but cannot hand out its token.
+        Ok(state)
     }
 
     /// Reads an entry: with its version and expiry where the store keeps them, and
@@ -609,51 +630,24 @@ impl SessionManager {
     }
 
     /// One store call: bounded by the store timeout, traced, and counted.
-    pub(crate) async fn timed<T>(
-        &self,
-        fut: impl Future<Output = Result<T>>,
-        what: &str,
+    pub(crate) fn timed<'m, F>(
+        &'m self,
+        fut: F,
+        what: &'static str,
         op: &'static str,
-    ) -> Result<T> {
+    ) -> Timed<'m, F>
+    where
+        F: Future + Unpin,
+    {
         let backend = self.inner.store.backend();
-        let limit = self.inner.config.store_timeout;
-        let mut fut = std::pin::pin!(traced(
+        Timed {
             fut,
-            span(|| tracing::debug_span!("scs.store", op, backend))
-        ));
-        // In-process stores answer on the first poll: no timer for them.
-        let first = std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(match fut.as_mut().poll(cx) {
-                std::task::Poll::Ready(r) => Some(r),
-                std::task::Poll::Pending => None,
-            })
-        })
-        .await;
-        let result = match first {
-            Some(result) => result,
-            // The timer lives on the heap: it is only needed by stores that wait (a
-            // network round trip dwarfs the allocation), and keeping it out of this
-            // future keeps every session future small (they are moved on every request).
-            None => match Box::pin(tokio::time::timeout(limit, fut)).await {
-                Ok(result) => result,
-                Err(_) => Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!("{what} took over {}", humanize(limit)),
-                )
-                .with_backend(backend)),
-            },
-        };
-        self.inner.counters.store_call(op);
-        if let Err(e) = &result {
-            metrics::counter!(
-                "scs_store_errors_total",
-                "backend" => backend,
-                "op" => op,
-                "kind" => e.kind().as_str()
-            )
-            .increment(1);
+            span: span(|| tracing::debug_span!("scs.store", op, backend)),
+            timer: None,
+            manager: self,
+            what,
+            op,
         }
-        result
     }
 
     /// True when the store reads the per-request context (so the layer hands it the
@@ -672,38 +666,40 @@ impl SessionManager {
         self.inner.caps.versioned
     }
 
-    pub(crate) async fn store_find(&self, ctx: &Context, key: &str) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn store_find<'a>(
+        &'a self,
+        ctx: &'a Context,
+        key: &'a str,
+    ) -> Timed<'a, impl Future<Output = Result<Option<Vec<u8>>>> + Send + Unpin + 'a> {
         self.timed(
             self.inner.store.find_ctx(ctx, key),
             "finding a session",
             "find",
         )
-        .await
     }
 
     /// A versioned read of any entry (session, forwarding entry, index).
-    pub(crate) async fn find_raw_record(
-        &self,
-        ctx: &Context,
-        key: &str,
-    ) -> Result<Option<scs_core::Record>> {
+    pub(crate) fn find_raw_record<'a>(
+        &'a self,
+        ctx: &'a Context,
+        key: &'a str,
+    ) -> Timed<'a, impl Future<Output = Result<Option<scs_core::Record>>> + Send + Unpin + 'a> {
         self.timed(
             self.inner.store.find_record_ctx(ctx, key),
             "finding a session",
             "find",
         )
-        .await
     }
 
     /// A compare-and-set write of any entry.
-    pub(crate) async fn commit_raw_if(
-        &self,
-        ctx: &Context,
-        key: &str,
-        bytes: &[u8],
+    pub(crate) fn commit_raw_if<'a>(
+        &'a self,
+        ctx: &'a Context,
+        key: &'a str,
+        bytes: &'a [u8],
         expiry: OffsetDateTime,
         expected: Option<u64>,
-    ) -> Result<Option<u64>> {
+    ) -> Timed<'a, impl Future<Output = Result<Option<u64>>> + Send + Unpin + 'a> {
         self.timed(
             self.inner
                 .store
@@ -711,31 +707,32 @@ impl SessionManager {
             "committing a session",
             "commit_if",
         )
-        .await
     }
 
-    pub(crate) async fn store_delete(&self, ctx: &Context, key: &str) -> Result<()> {
+    pub(crate) fn store_delete<'a>(
+        &'a self,
+        ctx: &'a Context,
+        key: &'a str,
+    ) -> Timed<'a, impl Future<Output = Result<()>> + Send + Unpin + 'a> {
         self.timed(
             self.inner.store.delete_ctx(ctx, key),
             "deleting a session",
             "delete",
         )
-        .await
     }
 
-    pub(crate) async fn store_commit_raw(
-        &self,
-        ctx: &Context,
-        key: &str,
-        bytes: &[u8],
+    pub(crate) fn store_commit_raw<'a>(
+        &'a self,
+        ctx: &'a Context,
+        key: &'a str,
+        bytes: &'a [u8],
         expiry: OffsetDateTime,
-    ) -> Result<()> {
+    ) -> Timed<'a, impl Future<Output = Result<()>> + Send + Unpin + 'a> {
         self.timed(
             self.inner.store.commit_ctx(ctx, key, bytes, expiry),
             "committing a session",
             "commit",
         )
-        .await
     }
 
     /// True when `finish` has store work or a cookie to write for `session`.
@@ -840,7 +837,7 @@ impl SessionManager {
 }
 
 /// An entry as read from the store.
-struct Found {
+pub(crate) struct Found {
     key: Token,
     data: Vec<u8>,
     version: Option<u64>,
@@ -872,6 +869,64 @@ pub(crate) fn traced<F: Future>(
     span: tracing::Span,
 ) -> tracing::instrument::Instrumented<F> {
     fut.instrument(span)
+}
+
+/// The future of [`SessionManager::timed`]: a store call (its future already boxed, as
+/// every store method's is) inside its span, bounded by the store timeout and counted when
+/// it ends. A plain struct, not an `async fn`: it stays a few words in size, so the
+/// session futures that hold it are cheap to move on every request.
+pub(crate) struct Timed<'m, F> {
+    fut: F,
+    span: tracing::Span,
+    /// Armed at the first poll that finds the store not ready: in-process stores answer
+    /// at once and never need one. On the heap, as it is needed only by stores that wait
+    /// (a network round trip dwarfs the allocation).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    manager: &'m SessionManager,
+    what: &'static str,
+    op: &'static str,
+}
+
+impl<F, T> Future for Timed<'_, F>
+where
+    F: Future<Output = Result<T>> + Unpin,
+{
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Result<T>> {
+        let this = self.get_mut();
+        let polled = {
+            let _entered = this.span.enter();
+            Pin::new(&mut this.fut).poll(cx)
+        };
+        let inner = &this.manager.inner;
+        let result = match polled {
+            Poll::Ready(result) => result,
+            Poll::Pending => {
+                let limit = inner.config.store_timeout;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                std::task::ready!(timer.as_mut().poll(cx));
+                Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("{} took over {}", this.what, humanize(limit)),
+                )
+                .with_backend(inner.store.backend()))
+            }
+        };
+        inner.counters.store_call(this.op);
+        if let Err(e) = &result {
+            metrics::counter!(
+                "scs_store_errors_total",
+                "backend" => inner.store.backend(),
+                "op" => this.op,
+                "kind" => e.kind().as_str()
+            )
+            .increment(1);
+        }
+        Poll::Ready(result)
+    }
 }
 
 /// A span only when a subscriber wants it: building one costs even when nobody listens.

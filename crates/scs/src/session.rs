@@ -257,13 +257,17 @@ impl Session {
             return Ok(());
         }
         let manager = &self.inner.manager;
-        let loaded = manager.load_state(token, &self.inner.ctx).await?;
+        let span = manager.load_span();
+        let found =
+            crate::manager::traced(manager.find_session(token, &self.inner.ctx), span.clone())
+                .await?;
         // No lock across the store call: should two tasks load at once, the first to
         // finish installs its state and the other's is dropped. Nothing can have changed
         // the session in between, since no handle reaches user code before it is loaded.
+        // The state is built here, under the lock, not passed up through futures.
         let mut state = self.inner.state.lock();
         if !self.is_loaded() {
-            *state = loaded;
+            *state = span.in_scope(|| manager.session_state(token, found))?;
             self.inner.loaded.store(true, Ordering::Release);
         }
         Ok(())

@@ -240,3 +240,20 @@ impl std::error::Error for SessionRejection {
         }
     }
 }
+#[cfg(test)]
+mod tests {
+    /// Futures of the request path are moved by value (into their parent's state, into a
+    /// box): their size is copied on every request. A store call stays a few words (a
+    /// plain struct around the store's boxed future), and a handler's wait for its
+    /// session is one box away from the load.
+    #[tokio::test]
+    async fn request_path_futures_stay_small() {
+        let manager = crate::SessionManager::new(scs_memstore::MemoryStore::new());
+        let ctx = scs_core::Context::new();
+        let session = crate::Session::pending(manager.clone(), ctx.clone(), None);
+        let store_call = manager.find_raw_record(&ctx, "key");
+        assert!(std::mem::size_of_val(&store_call) <= 128);
+        let wait = super::loaded(session, None);
+        assert!(std::mem::size_of_val(&wait) <= 96);
+    }
+}
