@@ -192,10 +192,13 @@ where
                         return Poll::Ready(Ok(res.map(ResponseBody::inner)));
                     }
                     let fut = Box::pin(async move {
-                        // Untouched but sliding: load (the one read a slide needs).
-                        let token = session.load_token(&http::HeaderMap::new());
-                        if let Err(error) = session.ensure_loaded(token).await {
-                            return error_response(&manager, &error);
+                        // Untouched but sliding: load (the one read a slide needs). Boxed,
+                        // as it is the rarer path: the common one stays small to move.
+                        if !session.is_loaded() {
+                            let token = session.load_token(&http::HeaderMap::new());
+                            if let Err(error) = Box::pin(session.ensure_loaded(token)).await {
+                                return error_response(&manager, &error);
+                            }
                         }
                         match manager.finish(&session, res.headers_mut()).await {
                             Ok(()) => res.map(ResponseBody::inner),

@@ -411,7 +411,9 @@ impl SessionManager {
                 }
                 let cap = 1u64 << attempt.min(5);
                 let jitter = scs_core::new_version() % (cap * 1000);
-                tokio::time::sleep(Duration::from_micros(jitter)).await;
+                // Cold paths (this one, a conflict's re-read, indexing a session under
+                // its user) are boxed: the commit future stays small on the hot path.
+                Box::pin(tokio::time::sleep(Duration::from_micros(jitter))).await;
             }
             let (token, key, bytes, expiry, expected) = {
                 let mut state = session.inner.state.lock();
@@ -450,7 +452,7 @@ impl SessionManager {
                     user.filter(|_| !(state.key_indexed && state.key == Some(key)))
                 };
                 if let Some(user) = to_index {
-                    self.index_session(ctx, &user, &key, expiry).await?;
+                    Box::pin(self.index_session(ctx, &user, &key, expiry)).await?;
                     let mut state = session.inner.state.lock();
                     // Unless the key changed meanwhile (a renewal through a clone).
                     if state.key == Some(key) {
@@ -463,7 +465,7 @@ impl SessionManager {
             // Another request committed this session since we loaded it: take its data,
             // replay only what this request changed, and try again.
             self.inner.counters.conflicts.increment(1);
-            let fresh = self.find_entry(ctx, key).await?;
+            let fresh = Box::pin(self.find_entry(ctx, key)).await?;
             let mut state = session.inner.state.lock();
             match fresh {
                 Some(found) => {
@@ -759,7 +761,9 @@ impl SessionManager {
                 transport::write(self, headers, None, OffsetDateTime::UNIX_EPOCH, false);
             }
             Status::Unmodified if from_store && self.inner.config.idle_timeout.is_some() => {
-                self.slide(session, headers).await?;
+                // Boxed: it holds a commit future of its own, which would double the size
+                // of every finish future.
+                Box::pin(self.slide(session, headers)).await?;
             }
             Status::Unmodified => {}
         }

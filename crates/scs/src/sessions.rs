@@ -253,7 +253,12 @@ mod tests {
         let session = crate::Session::pending(manager.clone(), ctx.clone(), None);
         let store_call = manager.find_raw_record(&ctx, "key");
         assert!(std::mem::size_of_val(&store_call) <= 128);
-        let wait = super::loaded(session, None);
+        let wait = super::loaded(session.clone(), None);
         assert!(std::mem::size_of_val(&wait) <= 96);
+        // The end of a request: the rare paths (a slide's own commit, a conflict's re-read
+        // and backoff, indexing a session under its user) are boxed, not held inline.
+        let mut headers = http::HeaderMap::new();
+        let finish = manager.finish(&session, &mut headers);
+        assert!(std::mem::size_of_val(&finish) <= 640);
     }
 }
