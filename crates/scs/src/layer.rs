@@ -122,7 +122,7 @@ where
         RequestSessions::add(req.extensions_mut(), session.clone());
         LoadAndSaveFuture {
             state: State::Inner {
-                fut: inner.call(req),
+                fut: Box::pin(inner.call(req)),
                 session: Some(session),
                 slide: matches!(token, Some(Some(_))),
             },
@@ -132,7 +132,9 @@ where
 
 pin_project! {
     /// The future of [`LoadAndSaveService`]: the inner service's, then the store work the
-    /// session needs (none, and no allocation, for a session read or never asked for).
+    /// session needs (none for a session read or never asked for). The inner future is
+    /// on the heap: a server moves this future a few times per request, and a handler's
+    /// future (the request inside it) is several hundred bytes to copy each time.
     pub struct LoadAndSaveFuture<F, B> {
         #[pin]
         state: State<F, B>,
@@ -143,8 +145,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F, B> {
         Inner {
-            #[pin]
-            fut: F,
+            fut: Pin<Box<F>>,
             session: Option<Session>,
             // An untouched session with a token slides (idle timeout).
             slide: bool,
@@ -171,7 +172,7 @@ where
                     session,
                     slide,
                 } => {
-                    let mut res = match fut.poll(cx) {
+                    let mut res = match fut.as_mut().poll(cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                         Poll::Ready(Ok(res)) => res,
