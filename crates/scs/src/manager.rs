@@ -95,7 +95,9 @@ struct ManagerInner {
     counters: Counters,
     /// Striped per-session commit locks (versioned stores).
     commit_turns: Box<[tokio::sync::Mutex<()>]>,
-    turn_hasher: std::collections::hash_map::RandomState,
+    /// Keys are hashes or random tokens; seeded all the same (foldhash: SipHash is slow
+    /// for a lock pick on every commit).
+    turn_hasher: foldhash::fast::RandomState,
     store: Arc<dyn CtxStore>,
     /// The store's capabilities, read once (they never change).
     caps: Capabilities,
