@@ -208,10 +208,7 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode> {
         print!("{USAGE}");
         return Ok(ExitCode::SUCCESS);
     };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("xtask has no parent dir")?
-        .to_path_buf();
+    let root = crate::repo_root();
     let target = target_dir(&root)?;
     let out = target.join("bench");
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;

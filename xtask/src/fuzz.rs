@@ -75,8 +75,7 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode> {
         bail!("--seconds must be above zero");
     }
 
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
+    let root = crate::repo_root()
         .canonicalize()
         .context("finding the repository root")?;
     let fuzz = root.join("fuzz");

@@ -14,6 +14,20 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
+/// The repository root: the parent of xtask's own directory, as `cargo run` gives it at
+/// run time. Not `env!("CARGO_MANIFEST_DIR")`: a compiled-in path goes stale when two
+/// checkouts share one target directory, as cargo then reuses one checkout's xtask
+/// binary for the other, which would build and run the wrong checkout's code.
+pub(crate) fn repo_root() -> std::path::PathBuf {
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    manifest_dir
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or(manifest_dir)
+}
+
 const USAGE: &str = "\
 usage: cargo xtask <command> [args...]
 

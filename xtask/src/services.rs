@@ -302,7 +302,7 @@ fn compose(args: &[&str], names: &[String]) -> Result<ExitCode> {
     if !has_compose {
         bail!("`docker compose` is not available; SCS_SERVICES_DOCKER=0 uses local servers");
     }
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker-compose.yml");
+    let file = crate::repo_root().join("docker-compose.yml");
     let status = Command::new("docker")
         .arg("compose")
         .arg("-f")

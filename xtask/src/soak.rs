@@ -87,7 +87,7 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode> {
         bail!("need --sessions > 0, --requests >= --sessions, --seconds > 0, --concurrency > 0");
     }
 
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = crate::repo_root();
     let profile = if o.release { "release" } else { "debug" };
     println!("==> building scs-soak ({profile})");
     let mut build = Command::new("cargo");
