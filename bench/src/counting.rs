@@ -131,6 +131,32 @@ impl CtxStore for CountingStore {
             .await
     }
 
+    // Passed through and counted, so the manager takes the same path as unwrapped.
+    fn find_record_now_ctx(
+        &self,
+        ctx: &Context,
+        key: &str,
+    ) -> Option<scs_core::Result<Option<scs_core::Record>>> {
+        let answer = self.inner.find_record_now_ctx(ctx, key)?;
+        bump(&self.counts.finds);
+        Some(answer)
+    }
+
+    fn commit_if_now_ctx(
+        &self,
+        ctx: &Context,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Option<scs_core::Result<Option<u64>>> {
+        let answer = self
+            .inner
+            .commit_if_now_ctx(ctx, key, data, expiry, expected)?;
+        bump(&self.counts.commits);
+        Some(answer)
+    }
+
     fn as_iterable_ctx(&self) -> Option<&dyn IterableCtxStore> {
         None
     }

@@ -63,6 +63,7 @@ trials! {
     commit_if_none_overwrites_an_expired_entry: Versioned,
     concurrent_commit_if_exactly_one_wins: Versioned,
     touch_keeps_the_version: VersionedTouch,
+    now_paths_answer_as_awaited: Versioned,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -786,6 +787,62 @@ async fn every_commit_changes_the_version(t: &TrialCtx) -> anyhow::Result<()> {
     ensure!(
         seen.insert(v),
         "a key written again after delete reused version {v}"
+    );
+    Ok(())
+}
+
+/// A store that answers on the spot (`find_record_now`, `commit_if_now`: in-process
+/// stores) answers as its awaited calls do. A store without those paths passes: the
+/// manager then always awaits.
+async fn now_paths_answer_as_awaited(t: &TrialCtx) -> anyhow::Result<()> {
+    let o = t.open().await?;
+    let s = S(&o.store);
+    let ctx = Context::new();
+    let find_now = |k: &str| o.store.find_record_now_ctx(&ctx, k).transpose();
+    let commit_if_now = |k: &str, data: &[u8], expected| {
+        o.store
+            .commit_if_now_ctx(&ctx, k, data, in_(HOUR), expected)
+            .transpose()
+    };
+    let k = key();
+    let Some(missing) = find_now(&k)? else {
+        return Ok(());
+    };
+    ensure!(missing.is_none(), "find_record_now found a missing key");
+    s.commit(&k, b"one", in_(HOUR)).await?;
+    let now = find_now(&k)?
+        .flatten()
+        .context("find_record_now missed a live entry")?;
+    let awaited = s.record(&k).await?.context("no record")?;
+    ensure!(
+        (now.data.as_slice(), now.version, now.expiry)
+            == (awaited.data.as_slice(), awaited.version, awaited.expiry),
+        "find_record_now and find_record disagree"
+    );
+    s.commit(&k, b"two", in_(HOUR)).await?;
+    let stale = commit_if_now(&k, b"three", Some(awaited.version))?
+        .context("the store answers finds on the spot but not compare-and-set commits")?;
+    ensure!(stale.is_none(), "commit_if_now with a stale version wrote");
+    expect_found(&s, &k, b"two").await?;
+    let current = s.record(&k).await?.context("no record")?.version;
+    let written = commit_if_now(&k, b"four", Some(current))?.flatten();
+    let r = s.record(&k).await?.context("no record")?;
+    ensure!(
+        written == Some(r.version) && r.data == b"four",
+        "commit_if_now with the current version did not store its data and version"
+    );
+    let fresh = key();
+    ensure!(
+        commit_if_now(&fresh, b"new", None)?.flatten().is_some(),
+        "commit_if_now(None) on a missing key conflicted"
+    );
+    expect_found(&s, &fresh, b"new").await?;
+    let ttl = t.short_ttl();
+    s.commit(&fresh, b"x", in_(ttl)).await?;
+    tokio::time::sleep(t.after(ttl)).await;
+    ensure!(
+        find_now(&fresh)?.flatten().is_none(),
+        "find_record_now found an expired entry"
     );
     Ok(())
 }

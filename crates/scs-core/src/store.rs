@@ -286,6 +286,29 @@ pub trait Store: Send + Sync + 'static {
         ))
     }
 
+    /// For a store that never waits (an in-process map): [`find_record`](Self::find_record)
+    /// answered on the spot, with no future to allocate and poll. `None`, the default, when
+    /// the store has no such path: callers then await `find_record`. A store that answers
+    /// must answer exactly as `find_record` would.
+    fn find_record_now(&self, key: &str) -> Option<Result<Option<Record>>> {
+        let _ = key;
+        None
+    }
+
+    /// [`commit_if`](Self::commit_if) answered on the spot, as
+    /// [`find_record_now`](Self::find_record_now) is: `None` (the default) when the store
+    /// has no such path.
+    fn commit_if_now(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Option<Result<Option<u64>>> {
+        let _ = (key, data, expiry, expected);
+        None
+    }
+
     /// This store as an [`IterableStore`], when it is one.
     fn as_iterable(&self) -> Option<&dyn IterableStore> {
         None
@@ -394,6 +417,25 @@ pub trait CtxStore: Send + Sync + 'static {
             self.backend(),
             "compare-and-set commits",
         ))
+    }
+
+    /// [`Store::find_record_now`] with context.
+    fn find_record_now_ctx(&self, ctx: &Context, key: &str) -> Option<Result<Option<Record>>> {
+        let _ = (ctx, key);
+        None
+    }
+
+    /// [`Store::commit_if_now`] with context.
+    fn commit_if_now_ctx(
+        &self,
+        ctx: &Context,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Option<Result<Option<u64>>> {
+        let _ = (ctx, key, data, expiry, expected);
+        None
     }
 
     /// This store as an [`IterableCtxStore`], when it can iterate.
@@ -510,6 +552,21 @@ impl<S: Store> CtxStore for S {
         self.commit_if(key, data, expiry, expected)
     }
 
+    fn find_record_now_ctx(&self, _ctx: &Context, key: &str) -> Option<Result<Option<Record>>> {
+        self.find_record_now(key)
+    }
+
+    fn commit_if_now_ctx(
+        &self,
+        _ctx: &Context,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Option<Result<Option<u64>>> {
+        self.commit_if_now(key, data, expiry, expected)
+    }
+
     fn as_iterable_ctx(&self) -> Option<&dyn IterableCtxStore> {
         self.as_iterable().map(|_| self as &dyn IterableCtxStore)
     }
@@ -565,6 +622,20 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         expected: Option<u64>,
     ) -> Result<Option<u64>> {
         (**self).commit_if(key, data, expiry, expected).await
+    }
+
+    fn find_record_now(&self, key: &str) -> Option<Result<Option<Record>>> {
+        (**self).find_record_now(key)
+    }
+
+    fn commit_if_now(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Option<Result<Option<u64>>> {
+        (**self).commit_if_now(key, data, expiry, expected)
     }
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {

@@ -249,6 +249,56 @@ impl MemoryStoreBuilder {
     }
 }
 
+impl MemoryStore {
+    /// The live entry under `key` (what `find_record` answers).
+    fn record(&self, key: &str) -> Option<Record> {
+        let now = now_nanos();
+        let (hash, shard) = self.inner.shard(key);
+        let map = shard.read();
+        map.find(hash, is(key))
+            .filter(|slot| slot.item.expiry > now)
+            .and_then(|slot| {
+                let expiry = OffsetDateTime::from_unix_timestamp_nanos(slot.item.expiry).ok()?;
+                Some(Record::new(
+                    slot.item.data.to_vec(),
+                    expiry,
+                    slot.item.version,
+                ))
+            })
+    }
+
+    /// A compare-and-set write (what `commit_if` answers).
+    fn put_if(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Option<u64> {
+        let now = now_nanos();
+        let (hash, shard) = self.inner.shard(key);
+        let mut map = shard.write();
+        let slot = map.entry(hash, is(key), |s| self.inner.hash(&s.key));
+        let current = match &slot {
+            TableEntry::Occupied(o) if o.get().item.expiry > now => Some(o.get().item.version),
+            _ => None,
+        };
+        if current != expected {
+            return None;
+        }
+        let version = self.inner.next_version();
+        let expiry = expiry.unix_timestamp_nanos();
+        if expiry <= now {
+            if let TableEntry::Occupied(slot) = slot {
+                slot.remove();
+            }
+        } else {
+            put(slot, key, data, expiry, version);
+        }
+        Some(version)
+    }
+}
+
 #[async_trait]
 impl Store for MemoryStore {
     fn backend(&self) -> &'static str {
@@ -310,20 +360,7 @@ impl Store for MemoryStore {
     }
 
     async fn find_record(&self, key: &str) -> Result<Option<Record>> {
-        let now = now_nanos();
-        let (hash, shard) = self.inner.shard(key);
-        let map = shard.read();
-        Ok(map
-            .find(hash, is(key))
-            .filter(|slot| slot.item.expiry > now)
-            .and_then(|slot| {
-                let expiry = OffsetDateTime::from_unix_timestamp_nanos(slot.item.expiry).ok()?;
-                Some(Record::new(
-                    slot.item.data.to_vec(),
-                    expiry,
-                    slot.item.version,
-                ))
-            }))
+        Ok(self.record(key))
     }
 
     async fn commit_if(
@@ -333,27 +370,23 @@ impl Store for MemoryStore {
         expiry: OffsetDateTime,
         expected: Option<u64>,
     ) -> Result<Option<u64>> {
-        let now = now_nanos();
-        let (hash, shard) = self.inner.shard(key);
-        let mut map = shard.write();
-        let slot = map.entry(hash, is(key), |s| self.inner.hash(&s.key));
-        let current = match &slot {
-            TableEntry::Occupied(o) if o.get().item.expiry > now => Some(o.get().item.version),
-            _ => None,
-        };
-        if current != expected {
-            return Ok(None);
-        }
-        let version = self.inner.next_version();
-        let expiry = expiry.unix_timestamp_nanos();
-        if expiry <= now {
-            if let TableEntry::Occupied(slot) = slot {
-                slot.remove();
-            }
-        } else {
-            put(slot, key, data, expiry, version);
-        }
-        Ok(Some(version))
+        Ok(self.put_if(key, data, expiry, expected))
+    }
+
+    // An in-process map never waits: the manager takes these answers on the spot, with no
+    // future to allocate.
+    fn find_record_now(&self, key: &str) -> Option<Result<Option<Record>>> {
+        Some(Ok(self.record(key)))
+    }
+
+    fn commit_if_now(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Option<Result<Option<u64>>> {
+        Some(Ok(self.put_if(key, data, expiry, expected)))
     }
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {

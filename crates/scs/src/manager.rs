@@ -322,7 +322,12 @@ impl SessionManager {
     async fn find_entry(&self, ctx: &Context, mut key: Token) -> Result<Option<Found>> {
         for forwarded in [false, true] {
             let (data, version, expiry) = if self.inner.caps.versioned {
-                match self.find_raw_record(ctx, &key).await? {
+                let found =
+                    match self.now("find", || self.inner.store.find_record_now_ctx(ctx, &key)) {
+                        Some(found) => found?,
+                        None => self.find_raw_record(ctx, &key).await?,
+                    };
+                match found {
                     Some(r) => (r.data, Some(r.version), Some(r.expiry)),
                     None => return Ok(None),
                 }
@@ -429,15 +434,23 @@ impl SessionManager {
                 self.inner.counters.commits.increment(1);
                 return Ok((token, expiry));
             }
-            let committed = self
-                .timed(
-                    self.inner
-                        .store
-                        .commit_if_ctx(ctx, &key, &bytes, expiry, expected),
-                    "committing a session",
-                    "commit_if",
-                )
-                .await?;
+            let committed = match self.now("commit_if", || {
+                self.inner
+                    .store
+                    .commit_if_now_ctx(ctx, &key, &bytes, expiry, expected)
+            }) {
+                Some(committed) => committed?,
+                None => {
+                    self.timed(
+                        self.inner
+                            .store
+                            .commit_if_ctx(ctx, &key, &bytes, expiry, expected),
+                        "committing a session",
+                        "commit_if",
+                    )
+                    .await?
+                }
+            };
             if let Some(version) = committed {
                 let to_index = {
                     let mut state = session.inner.state.lock();
@@ -631,6 +644,34 @@ impl SessionManager {
         state.key_indexed = false;
         state.token = Some(token);
         Ok(key)
+    }
+
+    /// A store call the store answers on the spot (an in-process store's `*_now`
+    /// methods), traced and counted as [`timed`](Self::timed) does; `None` when the store
+    /// has no such path and the call must be awaited.
+    fn now<T>(
+        &self,
+        op: &'static str,
+        call: impl FnOnce() -> Option<Result<T>>,
+    ) -> Option<Result<T>> {
+        let backend = self.inner.store.backend();
+        let result = span(|| tracing::debug_span!("scs.store", op, backend)).in_scope(call)?;
+        self.store_outcome(op, &result);
+        Some(result)
+    }
+
+    /// Counts a finished store call, and its error.
+    fn store_outcome<T>(&self, op: &'static str, result: &Result<T>) {
+        self.inner.counters.store_call(op);
+        if let Err(e) = result {
+            metrics::counter!(
+                "scs_store_errors_total",
+                "backend" => self.inner.store.backend(),
+                "op" => op,
+                "kind" => e.kind().as_str()
+            )
+            .increment(1);
+        }
     }
 
     /// One store call: bounded by the store timeout, traced, and counted.
@@ -921,16 +962,7 @@ where
                 .with_backend(inner.store.backend()))
             }
         };
-        inner.counters.store_call(this.op);
-        if let Err(e) = &result {
-            metrics::counter!(
-                "scs_store_errors_total",
-                "backend" => inner.store.backend(),
-                "op" => this.op,
-                "kind" => e.kind().as_str()
-            )
-            .increment(1);
-        }
+        this.manager.store_outcome(this.op, &result);
         Poll::Ready(result)
     }
 }
