@@ -116,10 +116,7 @@ fuzz_target!(|data: &[u8]| {
     let handler = tower::service_fn(move |req: Request<String>| {
         let m = m.clone();
         async move {
-            let session = m
-                .session(&req)
-                .await
-                .expect("the layer adds the session");
+            let session = m.session(&req).await.expect("the layer adds the session");
             *world().seen.lock().unwrap() = Some(session.get_string("v").unwrap_or_default());
             Ok::<_, Infallible>(Response::new(String::new()))
         }
