@@ -147,20 +147,27 @@ fn set_cookie(
         // Written here, then copied once into the header value at its exact size.
         static BUF: RefCell<String> = const { RefCell::new(String::new()) };
     }
-    BUF.try_with(|buf| {
+    let pooled = BUF.try_with(|buf| {
         let mut buf = buf.try_borrow_mut().ok()?;
-        buf.clear();
         write_set_cookie(&mut buf, manager, token, expiry, persist);
-        HeaderValue::from_str(&buf).ok()
-    })
-    .ok()
-    .flatten()
-    .or_else(|| {
+        let value = HeaderValue::from_str(&buf).ok();
+        // The token is not left behind in the buffer (as the token pool zeroes what it
+        // hands out); the capacity is kept.
+        let mut bytes = std::mem::take(&mut *buf).into_bytes();
+        bytes.fill(0);
+        bytes.clear();
+        *buf = String::from_utf8(bytes).unwrap_or_default();
+        Some(value)
+    });
+    match pooled {
+        Ok(Some(value)) => value,
         // No thread-local storage (thread teardown): a buffer of its own.
-        let mut buf = String::new();
-        write_set_cookie(&mut buf, manager, token, expiry, persist);
-        HeaderValue::try_from(buf).ok()
-    })
+        _ => {
+            let mut buf = String::new();
+            write_set_cookie(&mut buf, manager, token, expiry, persist);
+            HeaderValue::try_from(buf).ok()
+        }
+    }
 }
 
 fn write_set_cookie(
@@ -245,6 +252,38 @@ mod tests {
             "session=; Path=/; Expires=Thu, 01 Jan 1970 00:00:01 GMT; Max-Age=0; HttpOnly; SameSite=Lax"
         );
         assert_eq!(h[CACHE_CONTROL], r#"no-cache="Set-Cookie""#);
+    }
+
+    #[test]
+    fn cookies_written_in_turn_share_nothing() {
+        // One buffer per thread serves every Set-Cookie: each value stands alone.
+        let m = SessionManager::builder(
+            MemoryStore::builder()
+                .cleanup_interval(None)
+                .build()
+                .unwrap(),
+        )
+        .cookie_persist(false)
+        .build()
+        .unwrap();
+        let (a, b) = (token::generate(), token::generate());
+        let mut h = HeaderMap::new();
+        write(&m, &mut h, Some(&a), OffsetDateTime::UNIX_EPOCH, false);
+        write(&m, &mut h, None, OffsetDateTime::UNIX_EPOCH, false);
+        write(&m, &mut h, Some(&b), OffsetDateTime::UNIX_EPOCH, false);
+        let cookies: Vec<_> = h.get_all(SET_COOKIE).iter().collect();
+        assert_eq!(
+            cookies[0],
+            format!("session={a}; Path=/; HttpOnly; SameSite=Lax").as_str()
+        );
+        assert_eq!(
+            cookies[1],
+            "session=; Path=/; Expires=Thu, 01 Jan 1970 00:00:01 GMT; Max-Age=0; HttpOnly; SameSite=Lax"
+        );
+        assert_eq!(
+            cookies[2],
+            format!("session={b}; Path=/; HttpOnly; SameSite=Lax").as_str()
+        );
     }
 
     #[test]
