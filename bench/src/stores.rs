@@ -894,8 +894,9 @@ mod sqlite {
     }
 
     const FIND: &str = "SELECT data FROM \"sessions\" WHERE token = ? AND expiry > ?";
-    const COMMIT: &str = "INSERT INTO \"sessions\" (token, data, expiry) VALUES (?, ?, ?) \
-         ON CONFLICT (token) DO UPDATE SET data = excluded.data, expiry = excluded.expiry";
+    const COMMIT: &str = "INSERT INTO \"sessions\" (token, data, expiry, version) \
+         VALUES (?, ?, ?, ?) ON CONFLICT (token) DO UPDATE SET data = excluded.data, \
+         expiry = excluded.expiry, version = excluded.version";
 
     pub(super) async fn run(fx: &Fixture) -> Result<()> {
         let dir = std::env::temp_dir().join(format!("scs-bench-{}", std::process::id()));
@@ -941,8 +942,10 @@ mod sqlite {
             async move {
                 tokio::task::spawn_blocking(move || -> Result<()> {
                     let c = conn.lock().map_err(|_| "poisoned")?;
+                    // A new version per write, as the store gives one.
+                    let version = (scs_core::new_version() & i64::MAX as u64) as i64;
                     c.prepare_cached(COMMIT)?
-                        .execute(params![key, data, expiry_ms])?;
+                        .execute(params![key, data, expiry_ms, version])?;
                     Ok(())
                 })
                 .await?
