@@ -6,6 +6,30 @@
 use scs_conformance::embedded;
 use scs_sledstore::{SledStore, sled};
 
+/// Opens the database at `path`, waiting (up to 10 s) while a handle dropped just before
+/// still holds its file lock: sled's flusher thread lets go of the lock only after the last
+/// handle is dropped, so a reopen straight after a drop can find it taken (seen once in CI).
+fn reopen<T, E: std::fmt::Debug>(
+    path: &std::path::Path,
+    open: impl Fn(&std::path::Path) -> Result<T, E>,
+) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        match open(path) {
+            Ok(db) => return db,
+            // In the error's source chain, which `Debug` shows.
+            Err(e) if format!("{e:?}").contains("could not acquire lock") => {
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(10),
+                    "the database lock was never released: {e:?}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("opening {}: {e:?}", path.display()),
+        }
+    }
+}
+
 fn temporary_db() -> sled::Db {
     sled::Config::new().temporary(true).open().unwrap()
 }
@@ -22,9 +46,9 @@ fn no_cleanup(db: &sled::Db, tree: &str) -> SledStore {
 async fn a_committed_session_is_found_after_reopening() {
     let dir = tempfile::tempdir().unwrap();
     embedded::assert_survives_reopen(
-        || SledStore::open(dir.path()).unwrap(),
+        || reopen(dir.path(), |p| SledStore::open(p)),
         || {
-            let db = sled::open(dir.path()).unwrap();
+            let db = reopen(dir.path(), |p| sled::open(p));
             let named = SledStore::builder(db.clone())
                 .tree("app_sessions")
                 .build()
