@@ -106,11 +106,17 @@ fn is(key: &str) -> impl Fn(&Slot) -> bool + '_ {
     move |slot| &*slot.key == key
 }
 
-/// Writes `item` into its slot: in place when the key is there (no new key allocation),
-/// else as a new slot.
-/// Stores `data` with `expiry` and `version` in `slot`. A rewrite of the same length
-/// (the usual commit: a counter or a flag changed) reuses the entry's buffer.
-fn put(slot: TableEntry<'_, Slot>, key: &str, data: &[u8], expiry: i128, version: u64) {
+/// Stores `data` until `expiry` (Unix nanoseconds) in `slot`, or, when `expiry` is not
+/// after `now`, leaves nothing live there. An existing key keeps its slot (no new key
+/// allocation), and a rewrite of the same length (the usual commit: a counter or a flag
+/// changed) reuses the entry's buffer.
+fn put(slot: TableEntry<'_, Slot>, key: &str, data: &[u8], expiry: i128, now: i128, version: u64) {
+    if expiry <= now {
+        if let TableEntry::Occupied(slot) = slot {
+            slot.remove();
+        }
+        return;
+    }
     match slot {
         TableEntry::Occupied(mut slot) => {
             let item = &mut slot.get_mut().item;
@@ -287,14 +293,7 @@ impl MemoryStore {
             return None;
         }
         let version = self.inner.next_version();
-        let expiry = expiry.unix_timestamp_nanos();
-        if expiry <= now {
-            if let TableEntry::Occupied(slot) = slot {
-                slot.remove();
-            }
-        } else {
-            put(slot, key, data, expiry, version);
-        }
+        put(slot, key, data, expiry.unix_timestamp_nanos(), now, version);
         Some(version)
     }
 }
@@ -327,14 +326,14 @@ impl Store for MemoryStore {
         let (hash, shard) = self.inner.shard(key);
         let mut map = shard.write();
         let slot = map.entry(hash, is(key), |s| self.inner.hash(&s.key));
-        if expiry <= now_nanos() {
-            // Already expired: leave nothing live behind.
-            if let TableEntry::Occupied(slot) = slot {
-                slot.remove();
-            }
-            return Ok(());
-        }
-        put(slot, key, data, expiry, self.inner.next_version());
+        put(
+            slot,
+            key,
+            data,
+            expiry,
+            now_nanos(),
+            self.inner.next_version(),
+        );
         Ok(())
     }
 
