@@ -806,6 +806,12 @@ async fn now_paths_answer_as_awaited(t: &TrialCtx) -> anyhow::Result<()> {
     };
     let k = key();
     let Some(missing) = find_now(&k)? else {
+        // No on-the-spot finds: then no on-the-spot commits either (the manager would mix
+        // the two paths), and nothing else to compare.
+        ensure!(
+            commit_if_now(&key(), b"x", None)?.is_none(),
+            "the store answers compare-and-set commits on the spot but not finds"
+        );
         return Ok(());
     };
     ensure!(missing.is_none(), "find_record_now found a missing key");
