@@ -48,10 +48,21 @@ pub struct MemoryStore {
 /// comes from the per-store random seed, which foldhash keeps.
 type Map = HashTable<Slot>;
 
+/// 64 bytes. The key's hash is kept so that growing a shard's table rehashes without
+/// reading each key from the heap (the field fills what would be padding next to the
+/// 16-byte expiry).
 struct Slot {
     key: Box<str>,
-    item: Item,
+    hash: u64,
+    data: Box<[u8]>,
+    /// Unix nanoseconds.
+    expiry: i128,
+    version: u64,
 }
+
+// The hash costs no memory: it fills the padding the 16-byte-aligned expiry leaves.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(size_of::<Slot>() == 64);
 
 struct Inner {
     shards: Box<[RwLock<Map>]>,
@@ -59,13 +70,6 @@ struct Inner {
     /// Source of versions: store-wide, so a key deleted and written again never gets a
     /// version it had before.
     versions: AtomicU64,
-}
-
-struct Item {
-    data: Box<[u8]>,
-    /// Unix nanoseconds.
-    expiry: i128,
-    version: u64,
 }
 
 impl Inner {
@@ -94,7 +98,7 @@ impl Inner {
         for shard in self.shards.iter() {
             let mut map = shard.write();
             let before = map.len();
-            map.retain(|slot| slot.item.expiry > now);
+            map.retain(|slot| slot.expiry > now);
             removed += (before - map.len()) as u64;
         }
         removed
@@ -110,7 +114,15 @@ fn is(key: &str) -> impl Fn(&Slot) -> bool + '_ {
 /// after `now`, leaves nothing live there. An existing key keeps its slot (no new key
 /// allocation), and a rewrite of the same length (the usual commit: a counter or a flag
 /// changed) reuses the entry's buffer.
-fn put(slot: TableEntry<'_, Slot>, key: &str, data: &[u8], expiry: i128, now: i128, version: u64) {
+fn put(
+    slot: TableEntry<'_, Slot>,
+    hash: u64,
+    key: &str,
+    data: &[u8],
+    expiry: i128,
+    now: i128,
+    version: u64,
+) {
     if expiry <= now {
         if let TableEntry::Occupied(slot) = slot {
             slot.remove();
@@ -119,7 +131,7 @@ fn put(slot: TableEntry<'_, Slot>, key: &str, data: &[u8], expiry: i128, now: i1
     }
     match slot {
         TableEntry::Occupied(mut slot) => {
-            let item = &mut slot.get_mut().item;
+            let item = slot.get_mut();
             if item.data.len() == data.len() {
                 item.data.copy_from_slice(data);
             } else {
@@ -131,11 +143,10 @@ fn put(slot: TableEntry<'_, Slot>, key: &str, data: &[u8], expiry: i128, now: i1
         TableEntry::Vacant(slot) => {
             slot.insert(Slot {
                 key: key.into(),
-                item: Item {
-                    data: data.into(),
-                    expiry,
-                    version,
-                },
+                hash,
+                data: data.into(),
+                expiry,
+                version,
             });
         }
     }
@@ -262,14 +273,10 @@ impl MemoryStore {
         let (hash, shard) = self.inner.shard(key);
         let map = shard.read();
         map.find(hash, is(key))
-            .filter(|slot| slot.item.expiry > now)
+            .filter(|slot| slot.expiry > now)
             .and_then(|slot| {
-                let expiry = OffsetDateTime::from_unix_timestamp_nanos(slot.item.expiry).ok()?;
-                Some(Record::new(
-                    slot.item.data.to_vec(),
-                    expiry,
-                    slot.item.version,
-                ))
+                let expiry = OffsetDateTime::from_unix_timestamp_nanos(slot.expiry).ok()?;
+                Some(Record::new(slot.data.to_vec(), expiry, slot.version))
             })
     }
 
@@ -284,16 +291,24 @@ impl MemoryStore {
         let now = now_nanos();
         let (hash, shard) = self.inner.shard(key);
         let mut map = shard.write();
-        let slot = map.entry(hash, is(key), |s| self.inner.hash(&s.key));
+        let slot = map.entry(hash, is(key), |s| s.hash);
         let current = match &slot {
-            TableEntry::Occupied(o) if o.get().item.expiry > now => Some(o.get().item.version),
+            TableEntry::Occupied(o) if o.get().expiry > now => Some(o.get().version),
             _ => None,
         };
         if current != expected {
             return None;
         }
         let version = self.inner.next_version();
-        put(slot, key, data, expiry.unix_timestamp_nanos(), now, version);
+        put(
+            slot,
+            hash,
+            key,
+            data,
+            expiry.unix_timestamp_nanos(),
+            now,
+            version,
+        );
         Some(version)
     }
 }
@@ -317,17 +332,18 @@ impl Store for MemoryStore {
         let map = shard.read();
         Ok(map
             .find(hash, is(key))
-            .filter(|slot| slot.item.expiry > now)
-            .map(|slot| slot.item.data.to_vec()))
+            .filter(|slot| slot.expiry > now)
+            .map(|slot| slot.data.to_vec()))
     }
 
     async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
         let expiry = expiry.unix_timestamp_nanos();
         let (hash, shard) = self.inner.shard(key);
         let mut map = shard.write();
-        let slot = map.entry(hash, is(key), |s| self.inner.hash(&s.key));
+        let slot = map.entry(hash, is(key), |s| s.hash);
         put(
             slot,
+            hash,
             key,
             data,
             expiry,
@@ -350,8 +366,8 @@ impl Store for MemoryStore {
         let (hash, shard) = self.inner.shard(key);
         let mut map = shard.write();
         match map.find_mut(hash, is(key)) {
-            Some(slot) if slot.item.expiry > now => {
-                slot.item.expiry = expiry.unix_timestamp_nanos();
+            Some(slot) if slot.expiry > now => {
+                slot.expiry = expiry.unix_timestamp_nanos();
                 Ok(true)
             }
             _ => Ok(false),
@@ -402,8 +418,8 @@ impl IterableStore for MemoryStore {
             let map = shard.read();
             out.extend(
                 map.iter()
-                    .filter(|slot| slot.item.expiry > now)
-                    .map(|slot| (slot.key.to_string(), slot.item.data.to_vec())),
+                    .filter(|slot| slot.expiry > now)
+                    .map(|slot| (slot.key.to_string(), slot.data.to_vec())),
             );
         }
         Ok(out)
@@ -465,8 +481,7 @@ mod tests {
         let buffer = |store: &MemoryStore| {
             let (hash, shard) = store.inner.shard("k0");
             let map = shard.read();
-            map.find(hash, is("k0"))
-                .map(|s| s.item.data.as_ptr() as usize)
+            map.find(hash, is("k0")).map(|s| s.data.as_ptr() as usize)
         };
         for data in [&b"longer"[..], b"xy", b"zw", b""] {
             let before = buffer(&store);
