@@ -369,12 +369,12 @@ async fn proxied(url: &str, default_port: u16) -> Result<(Proxy, String)> {
     not(any(feature = "postgres", feature = "tokio-postgres", feature = "mysql")),
     allow(dead_code)
 )]
-async fn measure_pair<'a, S, R, FR, FRF, CR, CRF>(
+async fn measure_pair<'a, S, R, FR, FRF, CR, CRF, W>(
     fx: &'a Fixture,
     direct: (&'a S, &'a R),
     through: (&'a S, &'a R, &'a Proxy),
-    raw_find: FR,
-    raw_commit: CR,
+    (raw_find, raw_commit): (FR, CR),
+    workers: W,
 ) -> Result<Json>
 where
     S: Store,
@@ -382,9 +382,20 @@ where
     FRF: Future<Output = Result<()>>,
     CR: Fn(&'a R, &'a str) -> CRF,
     CRF: Future<Output = Result<()>>,
+    W: Future<Output = Result<Vec<u32>>>,
 {
     let (s, c) = direct;
     let (rf, rc) = (&raw_find, &raw_commit);
+    // Both sides' connections opened (a pool opens what it needs under this load), then
+    // their server workers pinned next to this process.
+    for i in 0..50 {
+        s.find(fx.key(i)).await?;
+        s.commit(fx.key(i), &fx.data, fx.expiry).await?;
+        rf(c, fx.key(i)).await?;
+        rc(c, fx.key(i)).await?;
+    }
+    let mut pinning = Pinning::new();
+    pinning.pin(&workers.await?);
     let find = compare(
         fx.ops,
         |i| async move {
@@ -400,6 +411,8 @@ where
         |i| rc(c, fx.key(i)),
     )
     .await?;
+    let pinned = pinning.note();
+    drop(pinning);
     let (ps, pc, proxy) = through;
     let n = fx.ops.min(500);
     let rt = json!({
@@ -412,7 +425,48 @@ where
             proxy.per_call(n, |i| rc(pc, fx.key(i))).await?,
         ],
     });
-    Ok(json!({ "find": find, "commit": commit, "rt": rt }))
+    Ok(json!({ "find": find, "commit": commit, "rt": rt, "pinned": pinned }))
+}
+
+/// The store next to the same statements run through the driver's own pool, with the
+/// server workers pinned as in [`measure_pair`]: `{find, commit}` as [`compare`] gives them.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+async fn against_pool<'a, S, PF, PFF, PC, PCF, W>(
+    fx: &'a Fixture,
+    store: &'a S,
+    (pool_find, pool_commit): (PF, PC),
+    workers: W,
+) -> Result<Json>
+where
+    S: Store,
+    PF: Fn(&'a str) -> PFF,
+    PFF: Future<Output = Result<()>>,
+    PC: Fn(&'a str) -> PCF,
+    PCF: Future<Output = Result<()>>,
+    W: Future<Output = Result<Vec<u32>>>,
+{
+    for i in 0..50 {
+        pool_find(fx.key(i)).await?;
+        pool_commit(fx.key(i)).await?;
+    }
+    let mut pinning = Pinning::new();
+    pinning.pin(&workers.await?);
+    let find = compare(
+        fx.ops,
+        |i| async move {
+            std::hint::black_box(store.find(fx.key(i)).await?);
+            Ok(())
+        },
+        |i| pool_find(fx.key(i)),
+    )
+    .await?;
+    let commit = compare(
+        fx.ops,
+        |i| async move { Ok(store.commit(fx.key(i), &fx.data, fx.expiry).await?) },
+        |i| pool_commit(fx.key(i)),
+    )
+    .await?;
+    Ok(json!({ "find": find, "commit": commit }))
 }
 
 /// Fills in the fields every store row has.
@@ -425,7 +479,8 @@ fn store_row(mut row: Json, store: &str, raw: &str, note: &str) -> Json {
     row["store"] = store.into();
     row["status"] = "ok".into();
     row["raw"] = raw.into();
-    row["note"] = note.into();
+    let pinned = row["pinned"].as_str().unwrap_or_default().to_owned();
+    row["note"] = format!("{note}; {pinned}").into();
     row
 }
 
@@ -443,6 +498,132 @@ async fn down<T, E: std::fmt::Display>(
         Ok(Err(e)) => Some(format!("server down at {url}: {e}")),
         Err(_) => Some(format!("server down at {url}: timed out")),
     }
+}
+
+/// The server-side workers behind this run's connections (PostgreSQL backend processes,
+/// MariaDB connection threads, the Redis server's main thread), moved for the measurement
+/// onto the one core this process is pinned to, and put back as they were on drop.
+///
+/// Left to the kernel, a worker on this process's core answers a statement in about 20 µs
+/// and one on the other core in about 100 µs (the wake-up of an idle virtual CPU), and
+/// which one a connection gets changes from run to run: the same statement on two
+/// connections to the same PostgreSQL measured 25 µs on one and 100 µs on the other, with
+/// the raw driver on both, while pinned both gave 21 µs. Pinned, store and raw driver are
+/// timed under the same conditions.
+#[cfg_attr(
+    not(any(
+        feature = "redis",
+        feature = "postgres",
+        feature = "tokio-postgres",
+        feature = "mysql"
+    )),
+    allow(dead_code)
+)]
+struct Pinning {
+    /// This process's core, when it is pinned to exactly one (`cargo xtask bench` runs the
+    /// part under `taskset`).
+    core: Option<String>,
+    /// Each worker moved, with the CPU list it had.
+    moved: Vec<(u32, String)>,
+}
+
+#[cfg_attr(
+    not(any(
+        feature = "redis",
+        feature = "postgres",
+        feature = "tokio-postgres",
+        feature = "mysql"
+    )),
+    allow(dead_code)
+)]
+impl Pinning {
+    fn new() -> Self {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let core = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(str::trim)
+            .filter(|list| list.parse::<u32>().is_ok())
+            .map(str::to_owned);
+        Self {
+            core,
+            moved: Vec::new(),
+        }
+    }
+
+    /// Moves each of `workers` (process or thread ids) not moved yet onto this process's
+    /// core; a worker that cannot be moved (gone, or not ours to move) is left alone.
+    fn pin(&mut self, workers: &[u32]) {
+        let Some(core) = &self.core else { return };
+        for &id in workers {
+            if self.moved.iter().any(|(m, _)| *m == id) {
+                continue;
+            }
+            let Some(before) = affinity(id) else { continue };
+            if taskset(&["-cp", core, &id.to_string()]) {
+                self.moved.push((id, before));
+            }
+        }
+    }
+
+    /// What the report says about it.
+    fn note(&self) -> String {
+        match &self.core {
+            Some(core) if !self.moved.is_empty() => format!(
+                "{} server worker(s) pinned to core {core} with the client while timed",
+                self.moved.len()
+            ),
+            Some(_) => "server workers not pinned (none found, or taskset refused)".into(),
+            None => "server workers not pinned (this process is not pinned to one core)".into(),
+        }
+    }
+}
+
+impl Drop for Pinning {
+    fn drop(&mut self) {
+        for (id, before) in self.moved.drain(..) {
+            taskset(&["-cp", &before, &id.to_string()]);
+        }
+    }
+}
+
+/// The CPU list of process or thread `id`, as `taskset -cp` prints it.
+#[cfg_attr(
+    not(any(
+        feature = "redis",
+        feature = "postgres",
+        feature = "tokio-postgres",
+        feature = "mysql"
+    )),
+    allow(dead_code)
+)]
+fn affinity(id: u32) -> Option<String> {
+    let out = std::process::Command::new("taskset")
+        .args(["-cp", &id.to_string()])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(text.rsplit_once(':')?.1.trim().to_owned()).filter(|l| !l.is_empty())
+}
+
+/// Runs `taskset` quietly; true when it succeeded.
+#[cfg_attr(
+    not(any(
+        feature = "redis",
+        feature = "postgres",
+        feature = "tokio-postgres",
+        feature = "mysql"
+    )),
+    allow(dead_code)
+)]
+fn taskset(args: &[&str]) -> bool {
+    std::process::Command::new("taskset")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -501,6 +682,8 @@ mod redis {
         };
         fx.fill(&store).await?;
         let (s, c) = (&store, &conn);
+        let mut pinning = Pinning::new();
+        pinning.pin(&server_pid(c).await?);
         let find = compare(
             fx.ops,
             |i| async move {
@@ -516,6 +699,8 @@ mod redis {
             |i| raw_set(c, fx.key(i), fx),
         )
         .await?;
+        let pinned = pinning.note();
+        drop(pinning);
 
         let (proxied, upstream) = redirect(&url, 6379, "127.0.0.1:0").ok_or("bad Redis URL")?;
         let proxy = Proxy::start(upstream).await?;
@@ -542,14 +727,34 @@ mod redis {
             "find": find,
             "commit": commit,
             "rt": rt,
-            "note": "store: RedisStore::from_url (its own pool: no PING on checkout)",
+            "note": format!(
+                "store: RedisStore::from_url (its own pool: no PING on checkout); {pinned}"
+            ),
         }));
         Ok(())
+    }
+
+    /// The server's process id (its main thread, which runs the commands).
+    async fn server_pid(conn: &MultiplexedConnection) -> Result<Vec<u32>> {
+        let mut c = conn.clone();
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut c).await?;
+        Ok(info
+            .lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
+            .into_iter()
+            .collect())
     }
 }
 
 // ---------------------------------------------------------------------------------------
 // PostgreSQL, sqlx
+
+/// The backend processes of the current database's client connections: the bench's own
+/// (anything else connected to it meanwhile is moved and put back too).
+#[cfg(any(feature = "postgres", feature = "tokio-postgres"))]
+const PG_BACKENDS: &str = "SELECT pid FROM pg_stat_activity \
+    WHERE datname = current_database() AND backend_type = 'client backend'";
 
 /// Notes on the sqlx rows: what `from_url` sets, and why the wire shows two exchanges.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
@@ -582,27 +787,33 @@ mod postgres {
         Ok(store)
     }
 
-    async fn raw_find(conn: &Mutex<PgConnection>, key: &str) -> Result<()> {
-        let mut c = conn.lock().await;
+    async fn find_on<'c>(on: impl sqlx::PgExecutor<'c>, key: &str) -> Result<()> {
         let v: Option<Vec<u8>> = sqlx::query_scalar(FIND)
             .bind(key)
             .bind(OffsetDateTime::now_utc())
-            .fetch_optional(&mut *c)
+            .fetch_optional(on)
             .await?;
         std::hint::black_box(v);
         Ok(())
     }
 
-    async fn raw_commit(conn: &Mutex<PgConnection>, key: &str, fx: &Fixture) -> Result<()> {
-        let mut c = conn.lock().await;
+    async fn commit_on<'c>(on: impl sqlx::PgExecutor<'c>, key: &str, fx: &Fixture) -> Result<()> {
         sqlx::query(COMMIT)
             .bind(key)
             .bind(&fx.data)
             .bind(fx.expiry)
             .bind(scs_core::new_version().cast_signed())
-            .execute(&mut *c)
+            .execute(on)
             .await?;
         Ok(())
+    }
+
+    async fn raw_find(conn: &Mutex<PgConnection>, key: &str) -> Result<()> {
+        find_on(&mut *conn.lock().await, key).await
+    }
+
+    async fn raw_commit(conn: &Mutex<PgConnection>, key: &str, fx: &Fixture) -> Result<()> {
+        commit_on(&mut *conn.lock().await, key, fx).await
     }
 
     pub(super) async fn run(fx: &Fixture) -> Result<()> {
@@ -640,14 +851,39 @@ mod postgres {
         let (proxy, proxied) = proxied(&url, 5432).await?;
         let ps = open(&proxied).await?;
         let pc = Mutex::new(PgConnection::connect(&proxied).await?);
-        measure_pair(
+        let mut row = measure_pair(
             fx,
             (&store, &conn),
             (&ps, &pc, &proxy),
-            raw_find,
-            |c, key| raw_commit(c, key, fx),
+            (raw_find, |c, key| raw_commit(c, key, fx)),
+            backends(&conn),
         )
-        .await
+        .await?;
+        // The same statements through sqlx's own pool, set up as `from_url` sets the
+        // store's: the part of the store's time that is the pool's.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .test_before_acquire(false)
+            .connect(&url)
+            .await?;
+        let pool = &pool;
+        row["pool"] = against_pool(
+            fx,
+            &store,
+            (|key| find_on(pool, key), |key| commit_on(pool, key, fx)),
+            backends(&conn),
+        )
+        .await?;
+        Ok(row)
+    }
+
+    /// The backend processes serving this database's connections.
+    async fn backends(conn: &Mutex<PgConnection>) -> Result<Vec<u32>> {
+        let mut c = conn.lock().await;
+        let pids: Vec<i32> = sqlx::query_scalar(PG_BACKENDS).fetch_all(&mut *c).await?;
+        Ok(pids
+            .into_iter()
+            .filter_map(|p| u32::try_from(p).ok())
+            .collect())
     }
 }
 
@@ -754,10 +990,19 @@ mod tokio_postgres {
             fx,
             (&store, &conn),
             (&ps, &pc, &proxy),
-            raw_find,
-            |c, key| raw_commit(c, key, fx),
+            (raw_find, |c, key| raw_commit(c, key, fx)),
+            backends(&conn),
         )
         .await
+    }
+
+    /// The backend processes serving this database's connections.
+    async fn backends(raw: &Raw) -> Result<Vec<u32>> {
+        let rows = raw.client.query(PG_BACKENDS, &[]).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| u32::try_from(r.get::<_, i32>(0)).ok())
+            .collect())
     }
 }
 
@@ -809,27 +1054,37 @@ mod mysql {
         Ok(store)
     }
 
-    async fn raw_find(conn: &Mutex<MySqlConnection>, key: &str) -> Result<()> {
-        let mut c = conn.lock().await;
+    async fn find_on<'c>(on: impl sqlx::MySqlExecutor<'c>, key: &str) -> Result<()> {
         let v: Option<Vec<u8>> = sqlx::query_scalar(FIND)
             .bind(key)
             .bind(utc(OffsetDateTime::now_utc()))
-            .fetch_optional(&mut *c)
+            .fetch_optional(on)
             .await?;
         std::hint::black_box(v);
         Ok(())
     }
 
-    async fn raw_commit(conn: &Mutex<MySqlConnection>, key: &str, fx: &Fixture) -> Result<()> {
-        let mut c = conn.lock().await;
+    async fn commit_on<'c>(
+        on: impl sqlx::MySqlExecutor<'c>,
+        key: &str,
+        fx: &Fixture,
+    ) -> Result<()> {
         sqlx::query(COMMIT)
             .bind(key)
             .bind(&fx.data)
             .bind(utc(fx.expiry))
             .bind(scs_core::new_version().cast_signed())
-            .execute(&mut *c)
+            .execute(on)
             .await?;
         Ok(())
+    }
+
+    async fn raw_find(conn: &Mutex<MySqlConnection>, key: &str) -> Result<()> {
+        find_on(&mut *conn.lock().await, key).await
+    }
+
+    async fn raw_commit(conn: &Mutex<MySqlConnection>, key: &str, fx: &Fixture) -> Result<()> {
+        commit_on(&mut *conn.lock().await, key, fx).await
     }
 
     pub(super) async fn run(fx: &Fixture) -> Result<()> {
@@ -866,14 +1121,51 @@ mod mysql {
         let (proxy, proxied) = proxied(url, 3306).await?;
         let ps = open(&proxied).await?;
         let pc = Mutex::new(MySqlConnection::connect(&proxied).await?);
-        measure_pair(
+        let mut row = measure_pair(
             fx,
             (&store, &conn),
             (&ps, &pc, &proxy),
-            raw_find,
-            |c, key| raw_commit(c, key, fx),
+            (raw_find, |c, key| raw_commit(c, key, fx)),
+            threads(&conn),
         )
-        .await
+        .await?;
+        // The same statements through sqlx's own pool, set up as `from_url` sets the
+        // store's: the part of the store's time that is the pool's.
+        let pool = sqlx::mysql::MySqlPoolOptions::new()
+            .test_before_acquire(false)
+            .connect(url)
+            .await?;
+        let pool = &pool;
+        row["pool"] = against_pool(
+            fx,
+            &store,
+            (|key| find_on(pool, key), |key| commit_on(pool, key, fx)),
+            threads(&conn),
+        )
+        .await?;
+        Ok(row)
+    }
+
+    /// The server threads serving this database's connections: MariaDB lists each one's
+    /// OS thread id (`TID`); a server without that column gets none pinned.
+    async fn threads(conn: &Mutex<MySqlConnection>) -> Result<Vec<u32>> {
+        let mut c = conn.lock().await;
+        let tids: std::result::Result<Vec<i64>, _> = sqlx::query_scalar(
+            "SELECT CAST(TID AS SIGNED) FROM information_schema.PROCESSLIST \
+             WHERE DB = DATABASE()",
+        )
+        .fetch_all(&mut *c)
+        .await;
+        match tids {
+            Ok(tids) => Ok(tids
+                .into_iter()
+                .filter_map(|t| u32::try_from(t).ok())
+                .collect()),
+            Err(e) => {
+                eprintln!("scs-bench: mysql: no server thread ids to pin ({e})");
+                Ok(Vec::new())
+            }
+        }
     }
 }
 
