@@ -456,9 +456,9 @@ impl SessionManager {
                     let mut state = session.inner.state.lock();
                     state.version = Some(version);
                     state.stored_expiry = Some(expiry);
-                    if let Some(changes) = &mut state.changes {
-                        changes.clear();
-                    }
+                    // Stored now, so other requests can change it: from here on this
+                    // request logs what it changes (a new session starts its log here).
+                    state.changes.get_or_insert_with(Vec::new).clear();
                     let user = state
                         .data
                         .values
@@ -480,6 +480,16 @@ impl SessionManager {
             // Another request committed this session since we loaded it: take its data,
             // replay only what this request changed, and try again.
             self.inner.counters.conflicts.increment(1);
+            if session.inner.state.lock().changes.is_none() {
+                // A new session, never stored, found its key taken: nothing it holds came
+                // from that entry, so it never merges into it. It moves, whole, to a new
+                // key instead.
+                let mut state = session.inner.state.lock();
+                state.key = None;
+                state.token = None;
+                state.key_indexed = false;
+                continue;
+            }
             let fresh = Box::pin(self.find_entry(ctx, key)).await?;
             let mut state = session.inner.state.lock();
             match fresh {
@@ -585,6 +595,9 @@ impl SessionManager {
                 continue;
             };
             let mut state = State::fresh(self);
+            // A stored session: a commit from here may race other requests, so it logs
+            // its changes as a loaded session does.
+            state.changes = self.versioned().then(Vec::new);
             state.data = match self.inner.codec.decode(&bytes) {
                 Ok(data) => data,
                 Err(e) => {

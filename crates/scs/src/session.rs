@@ -92,10 +92,12 @@ pub(crate) enum Change {
 }
 
 impl State {
+    /// A new session. It keeps no change log: until its first commit no other request can
+    /// hold it, so there is nothing to replay its changes onto (the commit starts the log;
+    /// a new session costs no allocation per `put` for it).
     pub(crate) fn fresh(manager: &SessionManager) -> Self {
         Self {
             data: SessionData::new(manager.new_deadline()),
-            changes: manager.versioned().then(Vec::new),
             ..Self::unloaded()
         }
     }
@@ -623,6 +625,35 @@ mod tests {
 
     fn val(n: i64) -> Value {
         Value::from_serialize(&n).unwrap()
+    }
+
+    /// A new session whose key turns out to be taken (a token collision, forced here)
+    /// never merges into the entry under it: it moves, whole, to a new key, and the entry
+    /// stays as it was.
+    #[tokio::test]
+    async fn a_new_session_never_merges_into_an_entry_under_its_key() {
+        use scs_core::Store as _;
+        let store = scs_memstore::MemoryStore::new();
+        let manager = SessionManager::new(store.clone());
+        let theirs = manager.load(None).await.unwrap();
+        theirs.put("owner", "them").unwrap();
+        theirs.commit().await.unwrap();
+        let their_key = theirs.inner.state.lock().key.unwrap();
+        let stored = store.find(&their_key).await.unwrap();
+        assert!(stored.is_some());
+
+        let ours = manager.load(None).await.unwrap();
+        ours.put("mine", &1).unwrap();
+        ours.inner.state.lock().key = Some(their_key);
+        let (token, _) = ours.commit().await.unwrap();
+
+        assert_eq!(store.find(&their_key).await.unwrap(), stored);
+        let our_key = ours.inner.state.lock().key.unwrap();
+        assert_ne!(our_key, their_key);
+        assert_eq!(token, ours.token());
+        let reloaded = manager.load(Some(&token)).await.unwrap();
+        assert_eq!(reloaded.get::<i64>("mine"), Some(1));
+        assert_eq!(reloaded.get::<String>("owner"), None);
     }
 
     /// Replaying a request's change log onto another request's data ends where applying
