@@ -48,21 +48,39 @@ pub struct MemoryStore {
 /// comes from the per-store random seed, which foldhash keeps.
 type Map = HashTable<Slot>;
 
-/// 64 bytes. The key's hash is kept so that growing a shard's table rehashes without
-/// reading each key from the heap (the field fills what would be padding next to the
-/// 16-byte expiry).
+/// 64 bytes, and one heap block: the key's bytes and then the data's. The key's hash is
+/// kept so that growing a shard's table rehashes without reading each key from the heap.
 struct Slot {
-    key: Box<str>,
+    /// The key, then the data.
+    buf: Box<[u8]>,
+    key_len: usize,
     hash: u64,
-    data: Box<[u8]>,
     /// Unix nanoseconds.
     expiry: i128,
     version: u64,
 }
 
-// The hash costs no memory: it fills the padding the 16-byte-aligned expiry leaves.
+// Key length and hash cost no memory: they fill what the 16-byte-aligned expiry leaves.
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(size_of::<Slot>() == 64);
+
+impl Slot {
+    fn key(&self) -> &[u8] {
+        self.buf.get(..self.key_len).unwrap_or_default()
+    }
+
+    fn data(&self) -> &[u8] {
+        self.buf.get(self.key_len..).unwrap_or_default()
+    }
+
+    /// `key` and `data` in one block of exactly their size.
+    fn block(key: &str, data: &[u8]) -> Box<[u8]> {
+        let mut buf = Vec::with_capacity(key.len() + data.len());
+        buf.extend_from_slice(key.as_bytes());
+        buf.extend_from_slice(data);
+        buf.into_boxed_slice()
+    }
+}
 
 struct Inner {
     shards: Box<[RwLock<Map>]>,
@@ -107,13 +125,13 @@ impl Inner {
 
 /// Matches the slot of `key`.
 fn is(key: &str) -> impl Fn(&Slot) -> bool + '_ {
-    move |slot| &*slot.key == key
+    move |slot| slot.key() == key.as_bytes()
 }
 
 /// Stores `data` until `expiry` (Unix nanoseconds) in `slot`, or, when `expiry` is not
-/// after `now`, leaves nothing live there. An existing key keeps its slot (no new key
-/// allocation), and a rewrite of the same length (the usual commit: a counter or a flag
-/// changed) reuses the entry's buffer.
+/// after `now`, leaves nothing live there. An existing key keeps its slot, and a rewrite of
+/// the same length (the usual commit: a counter or a flag changed) reuses the entry's
+/// block; a rewrite of another length writes key and data into a new one.
 fn put(
     slot: TableEntry<'_, Slot>,
     hash: u64,
@@ -132,19 +150,18 @@ fn put(
     match slot {
         TableEntry::Occupied(mut slot) => {
             let item = slot.get_mut();
-            if item.data.len() == data.len() {
-                item.data.copy_from_slice(data);
-            } else {
-                item.data = data.into();
+            match item.buf.get_mut(item.key_len..) {
+                Some(old) if old.len() == data.len() => old.copy_from_slice(data),
+                _ => item.buf = Slot::block(key, data),
             }
             item.expiry = expiry;
             item.version = version;
         }
         TableEntry::Vacant(slot) => {
             slot.insert(Slot {
-                key: key.into(),
+                buf: Slot::block(key, data),
+                key_len: key.len(),
                 hash,
-                data: data.into(),
                 expiry,
                 version,
             });
@@ -276,7 +293,7 @@ impl MemoryStore {
             .filter(|slot| slot.expiry > now)
             .and_then(|slot| {
                 let expiry = OffsetDateTime::from_unix_timestamp_nanos(slot.expiry).ok()?;
-                Some(Record::new(slot.data.to_vec(), expiry, slot.version))
+                Some(Record::new(slot.data().to_vec(), expiry, slot.version))
             })
     }
 
@@ -333,7 +350,7 @@ impl Store for MemoryStore {
         Ok(map
             .find(hash, is(key))
             .filter(|slot| slot.expiry > now)
-            .map(|slot| slot.data.to_vec()))
+            .map(|slot| slot.data().to_vec()))
     }
 
     async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
@@ -416,11 +433,10 @@ impl IterableStore for MemoryStore {
         let mut out = Vec::new();
         for shard in self.inner.shards.iter() {
             let map = shard.read();
-            out.extend(
-                map.iter()
-                    .filter(|slot| slot.expiry > now)
-                    .map(|slot| (slot.key.to_string(), slot.data.to_vec())),
-            );
+            out.extend(map.iter().filter(|slot| slot.expiry > now).map(|slot| {
+                let key = String::from_utf8_lossy(slot.key()).into_owned();
+                (key, slot.data().to_vec())
+            }));
         }
         Ok(out)
     }
@@ -481,7 +497,7 @@ mod tests {
         let buffer = |store: &MemoryStore| {
             let (hash, shard) = store.inner.shard("k0");
             let map = shard.read();
-            map.find(hash, is("k0")).map(|s| s.data.as_ptr() as usize)
+            map.find(hash, is("k0")).map(|s| s.buf.as_ptr() as usize)
         };
         for data in [&b"longer"[..], b"xy", b"zw", b""] {
             let before = buffer(&store);
