@@ -480,15 +480,17 @@ impl SessionManager {
             // Another request committed this session since we loaded it: take its data,
             // replay only what this request changed, and try again.
             self.inner.counters.conflicts.increment(1);
-            if session.inner.state.lock().changes.is_none() {
-                // A new session, never stored, found its key taken: nothing it holds came
-                // from that entry, so it never merges into it. It moves, whole, to a new
-                // key instead.
+            {
                 let mut state = session.inner.state.lock();
-                state.key = None;
-                state.token = None;
-                state.key_indexed = false;
-                continue;
+                if state.changes.is_none() {
+                    // A new session, never stored, found its key taken: nothing it holds
+                    // came from that entry, so it never merges into it. It moves, whole,
+                    // to a new key instead.
+                    state.key = None;
+                    state.token = None;
+                    state.key_indexed = false;
+                    continue;
+                }
             }
             let fresh = Box::pin(self.find_entry(ctx, key)).await?;
             let mut state = session.inner.state.lock();
