@@ -1316,8 +1316,8 @@ fn render(h: &Header, r: &Results, goals: &[Goal], profiles: &[Profile]) -> Stri
         "Latency in µs (p50 / p99) of `find` and `commit` of a live session through the store, \
          next to the same statement sent with the raw driver, interleaved in blocks of 50, \
          with the server's workers for these connections (PostgreSQL backends, MariaDB \
-         connection threads, the Redis server thread) pinned to the bench's core while timed \
-         and put back afterwards: left to the kernel, a worker on the client's core answered \
+         connection threads; Redis serves both sides from one process) pinned to the bench's \
+         core while timed and put back afterwards: left to the kernel, a worker on the client's core answered \
          in about 20 µs and one on the other core in about 100 µs, whichever library sent the \
          statement, so unpinned ratios swung by 3× between runs. \
          Round trips counted on the wire by a relaying proxy on 127.0.0.1 (the client speaking \
