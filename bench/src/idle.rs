@@ -67,7 +67,12 @@ struct ScsSetup {
 }
 
 async fn scs_setup(setup: &ScsSetup, cases: &[Case], n: u64) -> Result<()> {
-    let store = CountingStore::new(scs_memstore::MemoryStore::new(), setup.touch);
+    let store = CountingStore::new(scs_memstore::MemoryStore::new());
+    let store = if setup.touch {
+        store
+    } else {
+        store.without_touch()
+    };
     let counts: Arc<Counts> = store.counts();
     let mut builder = scs::SessionManager::builder(store);
     if let Some(idle) = setup.idle {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use scs::SessionManager;
 
-use crate::counting::Counting;
+use crate::counting::CountingStore;
 use crate::fault::Fault;
 use crate::middleware_trials::{App, expect_value, new_session};
 use crate::{FaultProxy, Needs, TrialCtx, TrialDef};
@@ -41,7 +41,7 @@ struct Rig {
 
 async fn rig(t: &TrialCtx) -> anyhow::Result<Rig> {
     let (opened, proxy) = t.open_proxied().await?;
-    let manager = crate::middleware_trials::builder(Counting::new(opened.store))
+    let manager = crate::middleware_trials::builder(CountingStore::from_arc(opened.store))
         .store_timeout(STORE_TIMEOUT)
         .build()?;
     Ok(Rig {

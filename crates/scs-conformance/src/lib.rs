@@ -16,6 +16,7 @@ mod fault_trials;
 mod middleware_trials;
 mod store_trials;
 
+pub use counting::{CountingStore, Counts};
 pub use fault::{Fault, FaultProxy};
 
 /// The environment variable that turns a missing server into a failure (set in CI).

@@ -13,7 +13,7 @@ use scs_core::time::OffsetDateTime;
 use scs_core::{Context, CtxStore, token};
 use tower::{Layer, ServiceExt};
 
-use crate::counting::Counting;
+use crate::counting::CountingStore;
 use crate::{Needs, TrialCtx, TrialDef};
 
 macro_rules! trials {
@@ -170,13 +170,13 @@ impl App {
     }
 }
 
-async fn counted(t: &TrialCtx) -> anyhow::Result<(Arc<dyn CtxStore>, Counting)> {
+async fn counted(t: &TrialCtx) -> anyhow::Result<(Arc<dyn CtxStore>, CountingStore)> {
     let o = t.open().await?;
-    let counting = Counting::new(o.store.clone());
+    let counting = CountingStore::from_arc(o.store.clone());
     Ok((o.store, counting))
 }
 
-pub(crate) fn builder(store: Counting) -> SessionManagerBuilder {
+pub(crate) fn builder(store: CountingStore) -> SessionManagerBuilder {
     // The error in the body, so that a failing trial says what went wrong.
     SessionManager::builder(store).error_handler(|e| {
         let mut res = http::Response::new(Bytes::from(format!("{e:#}")));
