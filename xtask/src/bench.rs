@@ -12,7 +12,9 @@
 //! 5. store calls per request, with and without an idle timeout;
 //!
 //! then every goal as PASS / MISS, and, for a missed speed goal, a callgrind profile of the
-//! scs side. Goals are ratios within this one run; nothing here is a timed assertion.
+//! scs side, with every HTTP server's instructions per request counted by callgrind (the
+//! steady counterpart of part 2's timings). Goals are ratios within this one run; nothing
+//! here is a timed assertion.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -39,7 +41,9 @@ Builds scs-bench (release) and prints the benchmark report, also written to
   --loadgen X    wrk (installed with apt-get when missing) or rust (default: wrk when it
                  is there or can be installed, else rust)
   --profile      profile the scs side of every case with callgrind, missed or not
-  --no-profile   never profile (default: profile the cases whose speed goal missed)
+  --no-profile   never profile (default: profile the cases whose speed goal missed);
+                 with any profile, the HTTP servers' instructions per request are
+                 counted under callgrind too (about a minute)
 
 environment: SCS_REDIS_URL, SCS_POSTGRES_URL (the servers of the per-store part; a server
 that does not answer is listed as skipped), CARGO_TARGET_DIR.
@@ -313,6 +317,26 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode> {
             .map(|case| profile(&env, case))
             .collect::<Result<Vec<_>>>()?
     };
+    // With the profiles, every HTTP server's instructions per request: the steady
+    // counterpart of part 2 (a minute or so: each server starts twice under valgrind).
+    let mut http_counts = Vec::new();
+    if !profiles.is_empty() {
+        eprintln!("xtask bench: counting the HTTP servers' instructions with callgrind");
+        for (case, _) in CASES {
+            let mut libs = vec!["scs", "tower-sessions"];
+            if case == "none" {
+                libs.push("none");
+            }
+            for lib in libs {
+                let count = http_count(&env, lib, case, 2.0)?;
+                eprintln!(
+                    "xtask bench:   {case:5} {lib:14} {:>8.0} instructions/request ({} requests)",
+                    count.per_request, count.requests
+                );
+                http_counts.push(count);
+            }
+        }
+    }
 
     let header = Header {
         smoke: opts.smoke,
@@ -323,7 +347,7 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode> {
         elapsed: started.elapsed(),
         load: format!("{load_before} at the start, {} at the end", loadavg()),
     };
-    let report = render(&header, &results, &goals, &profiles);
+    let report = render(&header, &results, &goals, &profiles, &http_counts);
     print!("{report}");
     let path = env.out.join("report.md");
     std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
@@ -445,11 +469,36 @@ struct Server {
 
 impl Server {
     fn start(env: &Env, lib: &str) -> Result<Self> {
-        let mut child = env
-            .command(0, &env.bin, &["serve", "--lib", lib])
+        Self::spawn(env, lib, None)
+    }
+
+    /// The server of `lib` under callgrind, which writes its count to `out` as it exits.
+    fn start_counted(env: &Env, lib: &str, out: &Path) -> Result<Self> {
+        Self::spawn(env, lib, Some(out))
+    }
+
+    fn spawn(env: &Env, lib: &str, callgrind: Option<&Path>) -> Result<Self> {
+        let serve = ["serve", "--lib", lib];
+        let mut cmd = match callgrind {
+            None => {
+                let mut cmd = env.command(0, &env.bin, &serve);
+                cmd.stderr(Stdio::inherit());
+                cmd
+            }
+            Some(out) => {
+                let tool = "--tool=callgrind".to_owned();
+                let file = format!("--callgrind-out-file={}", out.display());
+                let bin = env.bin.display().to_string();
+                let mut args = vec![tool.as_str(), file.as_str(), bin.as_str()];
+                args.extend(serve);
+                let mut cmd = env.command(0, Path::new("valgrind"), &args);
+                cmd.stderr(Stdio::null());
+                cmd
+            }
+        };
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .context("starting scs-bench serve")?;
         let stdout = child.stdout.take().context("no stdout")?;
@@ -481,10 +530,11 @@ impl Server {
             .ok()
     }
 
-    /// Closes its stdin (it exits on that) and waits; kills it if it lingers.
+    /// Closes its stdin (it exits on that) and waits; kills it if it lingers (a server
+    /// under valgrind gets longer: it writes its count as it exits).
     fn stop(mut self) -> Result<()> {
         drop(self.child.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if self.child.try_wait()?.is_some() {
                 return Ok(());
@@ -746,6 +796,65 @@ fn profile(env: &Env, case: &str) -> Result<Profile> {
     })
 }
 
+/// User-space instructions per request of one HTTP server, counted by callgrind: a steady
+/// figure where part 2's timings move with the machine. Kernel work (the socket calls) is
+/// not in it.
+struct HttpCount {
+    case: String,
+    lib: String,
+    /// Instructions per request: the server's count over a load run, less its count for
+    /// starting and stopping with no load, over the requests it answered.
+    per_request: f64,
+    requests: f64,
+}
+
+/// The server of `lib` under callgrind, run once idle and once under `secs` of load on
+/// `/case` from the Rust load generator (which counts the requests answered).
+fn http_count(env: &Env, lib: &str, case: &str, secs: f64) -> Result<HttpCount> {
+    let run = |load: bool| -> Result<(u64, f64)> {
+        let file = env.out.join(format!("callgrind.http.{lib}.{case}.out"));
+        let server = Server::start_counted(env, lib, &file)?;
+        let requests = if load {
+            let result = run_load(env, "rust", &server, &format!("/{case}"), secs, 8);
+            match result {
+                Ok(l) => l.requests,
+                Err(e) => {
+                    server.stop()?;
+                    return Err(e);
+                }
+            }
+        } else {
+            0.0
+        };
+        server.stop()?;
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let total =
+            callgrind_total(&text).with_context(|| format!("no total in {}", file.display()))?;
+        Ok((total, requests))
+    };
+    let (idle, _) = run(false)?;
+    let (loaded, requests) = run(true)?;
+    if requests < 1.0 {
+        bail!("the server of {lib} under callgrind answered no /{case} requests");
+    }
+    Ok(HttpCount {
+        case: case.to_owned(),
+        lib: lib.to_owned(),
+        per_request: loaded.saturating_sub(idle) as f64 / requests,
+        requests,
+    })
+}
+
+/// The program total of a callgrind output file (its `summary:` or `totals:` line).
+fn callgrind_total(text: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix("summary:")
+            .or_else(|| l.strip_prefix("totals:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    })
+}
+
 /// What the HTTP speed goals leave for session work, from this run's own numbers: the
 /// server CPU per request with no middleware is hyper's and the kernel's share of every
 /// request, so a ratio goal over tower-sessions bounds what scs may spend over it.
@@ -807,6 +916,58 @@ fn budget(w: &mut String, r: &Results) {
          call), no implementation of the same behaviour meets the goal on this server stack; \
          the profiles below show where the rest goes.\n"
     );
+}
+
+/// The HTTP servers' instructions per request, next to each other.
+fn http_counts_table(w: &mut String, counts: &[HttpCount]) {
+    if counts.is_empty() {
+        return;
+    }
+    let get = |case: &str, lib: &str| {
+        counts
+            .iter()
+            .find(|c| c.case == case && c.lib == lib)
+            .map(|c| c.per_request)
+    };
+    let _ = writeln!(w, "## HTTP servers' instructions per request (callgrind)\n");
+    let _ = writeln!(
+        w,
+        "Each server of part 2 run under callgrind, once idle and once under 2 s of load \
+         (the Rust load generator, 8 connections): its instructions over the load run, less \
+         the idle run's, over the requests it answered. These repeat to within a fraction of \
+         a percent from run to run, where part 2's timings move with the machine; but they \
+         count only the server's own user-space work (hyper, the middleware, the allocator), \
+         not the kernel's socket calls, which are most of part 2's CPU time per request. \
+         SHA-256 runs in software under valgrind (see the profiles below), which adds to \
+         scs's read, write and new session here what SHA-NI makes cheap natively.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| case | scs | tower-sessions | no middleware | tower-sessions / scs | scs over no middleware |"
+    );
+    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|");
+    // The app without middleware answers every path alike: its `/none` count is the
+    // baseline of every case.
+    let bare = get("none", "none");
+    for (case, label) in CASES {
+        let (Some(scs), Some(tower)) = (get(case, "scs"), get(case, "tower-sessions")) else {
+            continue;
+        };
+        let (base, over) = bare.map_or((String::new(), String::new()), |b| {
+            (
+                num(b),
+                format!("+{} ({:+.1}%)", num(scs - b), (scs / b - 1.0) * 100.0),
+            )
+        });
+        let _ = writeln!(
+            w,
+            "| {label} | {} | {} | {base} | {:.2}× | {over} |",
+            num(scs),
+            num(tower),
+            tower / scs
+        );
+    }
+    let _ = writeln!(w);
 }
 
 /// The program total and `(share %, function)` rows of `callgrind_annotate`.
@@ -1129,7 +1290,13 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores; {rustc}")
 }
 
-fn render(h: &Header, r: &Results, goals: &[Goal], profiles: &[Profile]) -> String {
+fn render(
+    h: &Header,
+    r: &Results,
+    goals: &[Goal],
+    profiles: &[Profile],
+    http_counts: &[HttpCount],
+) -> String {
     let mut o = String::new();
     let w = &mut o;
     let _ = writeln!(w, "# scs benchmark report\n");
@@ -1466,6 +1633,8 @@ fn render(h: &Header, r: &Results, goals: &[Goal], profiles: &[Profile]) -> Stri
 
     budget(w, r);
 
+    http_counts_table(w, http_counts);
+
     // Profiles
     if !profiles.is_empty() {
         let _ = writeln!(w, "## Profiles of the scs side (callgrind)\n");
@@ -1572,6 +1741,13 @@ Transfer/sec:      4.00MB
         assert_eq!(l.p99, 2500.0);
         assert_eq!(l.errors, 3.0);
         assert!(parse_wrk("nothing").is_err());
+    }
+
+    #[test]
+    fn reads_callgrind_totals() {
+        assert_eq!(callgrind_total("events: Ir\nsummary: 12345\n"), Some(12345));
+        assert_eq!(callgrind_total("events: Ir\ntotals: 77\n"), Some(77));
+        assert_eq!(callgrind_total("events: Ir\n"), None);
     }
 
     #[test]
