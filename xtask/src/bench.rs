@@ -34,7 +34,8 @@ Builds scs-bench (release) and prints the benchmark report, also written to
 <target dir>/bench/report.md.
 
   --smoke        a few-second run that proves the bench builds and runs (for CI):
-                 tiny samples, no wrk install, no profiling; its numbers mean nothing
+                 tiny samples, no wrk install, one short profile; its numbers mean
+                 nothing
   --rounds N     HTTP rounds per server and case (default 3)
   --secs S       seconds per HTTP measurement (default 5)
   --conns N      HTTP connections (default 32)
@@ -114,7 +115,6 @@ impl Opts {
             o.secs = 0.3;
             o.conns = 4;
             o.loadgen.get_or_insert_with(|| "rust".to_owned());
-            o.profile.get_or_insert(false);
         }
         o.rounds = o.rounds.max(1);
         Ok(Some(o))
@@ -297,10 +297,18 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode> {
                 .any(|g| g.case == Some(*case) && g.pass == Some(false))
         })
         .collect();
+    // A smoke run profiles one case, briefly, so that it proves the profiling code runs
+    // too; its counts mean nothing.
     let profile_cases: Vec<&str> = match opts.profile {
-        Some(true) => CASES.iter().map(|(c, _)| *c).collect(),
         Some(false) => Vec::new(),
+        _ if opts.smoke => vec!["none"],
+        Some(true) => CASES.iter().map(|(c, _)| *c).collect(),
         None => missed,
+    };
+    let (profile_iters, count_secs) = if opts.smoke {
+        (200, 0.3)
+    } else {
+        (20_000, 2.0)
     };
     let profiles = if profile_cases.is_empty() {
         Vec::new()
@@ -314,7 +322,7 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode> {
         );
         profile_cases
             .iter()
-            .map(|case| profile(&env, case))
+            .map(|case| profile(&env, case, profile_iters))
             .collect::<Result<Vec<_>>>()?
     };
     // With the profiles, every HTTP server's instructions per request: the steady
@@ -323,13 +331,16 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode> {
     if !profiles.is_empty() {
         eprintln!("xtask bench: counting the HTTP servers' instructions with callgrind");
         for (case, _) in CASES {
+            if opts.smoke && case != "none" {
+                continue;
+            }
             let mut libs = vec!["scs", "tower-sessions"];
             if case == "none" {
                 libs.push("none");
             }
             for lib in libs {
                 // A server valgrind cannot run costs this table, not the report.
-                match http_count(&env, lib, case, 2.0) {
+                match http_count(&env, lib, case, count_secs) {
                     Ok(count) => {
                         eprintln!(
                             "xtask bench:   {case:5} {lib:14} {:>8.0} instructions/request ({} requests)",
@@ -759,8 +770,7 @@ struct Profile {
     by_inclusive: Vec<(f64, String)>,
 }
 
-fn profile(env: &Env, case: &str) -> Result<Profile> {
-    let iters = 20_000;
+fn profile(env: &Env, case: &str, iters: usize) -> Result<Profile> {
     let file = env.out.join(format!("callgrind.{case}.out"));
     let status = Command::new("valgrind")
         .arg("--tool=callgrind")
