@@ -531,7 +531,11 @@ impl SessionManager {
         use std::hash::BuildHasher as _;
         let turns = &self.inner.commit_turns;
         let i = (self.inner.turn_hasher.hash_one(key) as usize) % turns.len();
-        turns[i].lock().await
+        let turn = &turns[i];
+        match turn.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => turn.lock().await,
+        }
     }
 
     pub(crate) fn encode(&self, data: &SessionData) -> Result<Vec<u8>> {
