@@ -190,23 +190,19 @@ fn write_set_cookie(
     match token {
         None => s.push_str("; Expires=Thu, 01 Jan 1970 00:00:01 GMT; Max-Age=0"),
         Some(_) if persist => {
-            // Rounded up to the second, as scs does.
-            let nanos = expiry.unix_timestamp_nanos();
-            let secs =
-                nanos.div_euclid(1_000_000_000) + i128::from(nanos.rem_euclid(1_000_000_000) != 0);
-            let now = scs_core::entry::now_nanos();
-            let left = (nanos - now).max(0);
-            let max_age =
-                left.div_euclid(1_000_000_000) + i128::from(left.rem_euclid(1_000_000_000) != 0);
-            if let Some(t) = i64::try_from(secs)
-                .ok()
-                .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok())
+            // Both rounded up to the second, as scs does. In 64-bit arithmetic: this runs
+            // on every response with a cookie, and 128-bit division is a library call.
+            let to_next_second = (1_000_000_000 - expiry.nanosecond()) % 1_000_000_000;
+            if let Some(t) =
+                expiry.checked_add(scs_core::time::Duration::nanoseconds(to_next_second.into()))
             {
                 s.push_str("; Expires=");
                 write_http_date(s, t);
             }
+            let left = expiry.unix_timestamp_nanos() - scs_core::entry::now_nanos();
+            let left = u64::try_from(left).unwrap_or(if left > 0 { u64::MAX } else { 0 });
             s.push_str("; Max-Age=");
-            s.push_str(itoa::Buffer::new().format(max_age));
+            s.push_str(itoa::Buffer::new().format(left.div_ceil(1_000_000_000)));
         }
         Some(_) => {}
     }
@@ -315,6 +311,35 @@ mod tests {
             v.ends_with("; Max-Age=86400; HttpOnly; SameSite=Lax"),
             "{v}"
         );
+    }
+
+    #[test]
+    fn expires_is_the_next_whole_second_and_max_age_never_negative() {
+        let m = manager();
+        let t = token::generate();
+        let at = |secs: i64, nanos: i64| {
+            OffsetDateTime::from_unix_timestamp(secs).unwrap()
+                + scs_core::time::Duration::nanoseconds(nanos)
+        };
+        // Already past: the date as it falls, rounded up, and Max-Age 0.
+        for (expiry, want) in [
+            (at(1_000_000_000, 0), "Sun, 09 Sep 2001 01:46:40 GMT"),
+            (at(1_000_000_000, 1), "Sun, 09 Sep 2001 01:46:41 GMT"),
+            (
+                at(1_000_000_000, 999_999_999),
+                "Sun, 09 Sep 2001 01:46:41 GMT",
+            ),
+            (at(1_000_000_059, 500), "Sun, 09 Sep 2001 01:47:40 GMT"),
+            (at(86_399, 1), "Fri, 02 Jan 1970 00:00:00 GMT"),
+        ] {
+            let mut h = HeaderMap::new();
+            write(&m, &mut h, Some(&t), expiry, false);
+            let v = h[SET_COOKIE].to_str().unwrap();
+            assert!(
+                v.contains(&format!("; Expires={want}; Max-Age=0;")),
+                "{expiry}: {v}"
+            );
+        }
     }
 
     #[test]
