@@ -192,6 +192,16 @@ where
                         self.as_mut().project().state.set(State::Done);
                         return Poll::Ready(Ok(res.map(ResponseBody::inner)));
                     }
+                    // A store that answers on the spot: done here, no future to box.
+                    if session.is_loaded()
+                        && let Some(finished) = manager.finish_now(&session, res.headers_mut())
+                    {
+                        self.as_mut().project().state.set(State::Done);
+                        return Poll::Ready(Ok(match finished {
+                            Ok(()) => res.map(ResponseBody::inner),
+                            Err(error) => error_response(&manager, &error),
+                        }));
+                    }
                     let fut = Box::pin(async move {
                         // Untouched but sliding: load (the one read a slide needs). Boxed,
                         // as it is the rarer path: the common one stays small to move.

@@ -317,6 +317,50 @@ impl SessionManager {
         Ok(state)
     }
 
+    /// [`find_session`](Self::find_session) when the store answers on the spot (an
+    /// in-process store's `*_now` methods): no future is made or boxed. `None`, with
+    /// nothing read or counted, when the store has no such path and the load must be
+    /// awaited.
+    pub(crate) fn find_session_now(
+        &self,
+        token: Option<Token>,
+        ctx: &Context,
+    ) -> Option<Result<Option<Found>>> {
+        let found = match token {
+            Some(token) => self.find_entry_now(ctx, self.store_key(&token))?,
+            None => Ok(None),
+        };
+        self.inner.counters.loads.increment(1);
+        Some(found)
+    }
+
+    /// [`find_entry`](Self::find_entry) through the store's on-the-spot path; `None`
+    /// when it has none.
+    fn find_entry_now(&self, ctx: &Context, mut key: Token) -> Option<Result<Option<Found>>> {
+        if !self.inner.caps.versioned {
+            return None;
+        }
+        for forwarded in [false, true] {
+            let record =
+                match self.now("find", || self.inner.store.find_record_now_ctx(ctx, &key))? {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return Some(Ok(None)),
+                    Err(e) => return Some(Err(e)),
+                };
+            match Lookup::of(
+                key,
+                record.data,
+                Some(record.version),
+                Some(record.expiry),
+                forwarded,
+            ) {
+                Lookup::Next(next) => key = next,
+                Lookup::Done(found) => return Some(Ok(found)),
+            }
+        }
+        Some(Ok(None))
+    }
+
     /// Reads an entry: with its version and expiry where the store keeps them, and
     /// following a renewed token's forwarding entry once.
     async fn find_entry(&self, ctx: &Context, mut key: Token) -> Result<Option<Found>> {
@@ -337,19 +381,9 @@ impl SessionManager {
                     None => return Ok(None),
                 }
             };
-            match moved_to(&data) {
-                Some(Some(next)) => key = next,
-                // A forwarding entry whose target is not a key: nothing to find.
-                Some(None) => return Ok(None),
-                None => {
-                    return Ok(Some(Found {
-                        key,
-                        data,
-                        version,
-                        expiry,
-                        forwarded,
-                    }));
-                }
+            match Lookup::of(key, data, version, expiry, forwarded) {
+                Lookup::Next(next) => key = next,
+                Lookup::Done(found) => return Ok(found),
             }
         }
         Ok(None)
@@ -454,17 +488,8 @@ impl SessionManager {
             if let Some(version) = committed {
                 let to_index = {
                     let mut state = session.inner.state.lock();
-                    state.version = Some(version);
-                    state.stored_expiry = Some(expiry);
-                    // Stored now, so other requests can change it: from here on this
-                    // request logs what it changes (a new session starts its log here).
-                    state.changes.get_or_insert_with(Vec::new).clear();
-                    let user = state
-                        .data
-                        .values
-                        .get(crate::users::USER_KEY)
-                        .and_then(|v| v.to::<String>().ok());
-                    user.filter(|_| !(state.key_indexed && state.key == Some(key)))
+                    Self::committed(&mut state, version, expiry);
+                    Self::to_index(&state, key)
                 };
                 if let Some(user) = to_index {
                     Box::pin(self.index_session(ctx, &user, &key, expiry)).await?;
@@ -526,12 +551,87 @@ impl SessionManager {
         .with_backend(self.inner.store.backend()))
     }
 
-    /// Waits for this process's turn to commit the session under `key`.
-    async fn commit_turn(&self, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+    /// [`commit_token`](Self::commit_token) when the store answers on the spot (an
+    /// in-process store) and the commit is the plain case: this process's turn is free,
+    /// the store takes the write at once, and no user index needs the key. No future is
+    /// made or boxed. `None`, with the store unchanged, when any of that does not hold and
+    /// the commit must be awaited: a compare-and-set conflict is left to that path too,
+    /// which reads the entry again and merges.
+    fn commit_now(&self, session: &Session) -> Option<Result<(Option<Token>, OffsetDateTime)>> {
+        if !self.inner.caps.versioned {
+            return None;
+        }
+        let backend = self.inner.store.backend();
+        span(|| tracing::debug_span!("scs.commit", backend)).in_scope(|| {
+            let ctx = &session.inner.ctx;
+            let (token, key, bytes, expiry, expected) = {
+                let mut state = session.inner.state.lock();
+                let key = match self.ensure_key(&mut state) {
+                    Ok(key) => key,
+                    Err(e) => return Some(Err(e)),
+                };
+                if Self::to_index(&state, key).is_some() {
+                    return None;
+                }
+                let bytes = match self.encode(&state.data) {
+                    Ok(bytes) => bytes,
+                    Err(e) => return Some(Err(e)),
+                };
+                let expiry = self.expiry(state.data.deadline);
+                (state.token, key, bytes, expiry, state.version)
+            };
+            let _turn = self.turn(&key).try_lock().ok()?;
+            let committed = self.now("commit_if", || {
+                self.inner
+                    .store
+                    .commit_if_now_ctx(ctx, &key, &bytes, expiry, expected)
+            })?;
+            let version = match committed {
+                Ok(Some(version)) => version,
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            };
+            let mut state = session.inner.state.lock();
+            Self::committed(&mut state, version, expiry);
+            if Self::to_index(&state, key).is_some() {
+                // Another task bound the session to a user meanwhile: the awaited path
+                // commits again (at the new version) and indexes it.
+                return None;
+            }
+            self.inner.counters.commits.increment(1);
+            Some(Ok((token, expiry)))
+        })
+    }
+
+    /// Records a commit that went through at `version`.
+    fn committed(state: &mut State, version: u64, expiry: OffsetDateTime) {
+        state.version = Some(version);
+        state.stored_expiry = Some(expiry);
+        // Stored now, so other requests can change it: from here on this request logs
+        // what it changes (a new session starts its log here).
+        state.changes.get_or_insert_with(Vec::new).clear();
+    }
+
+    /// The user whose index still needs `key`, when the session is bound to one.
+    fn to_index(state: &State, key: Token) -> Option<String> {
+        let user = state
+            .data
+            .values
+            .get(crate::users::USER_KEY)
+            .and_then(|v| v.to::<String>().ok());
+        user.filter(|_| !(state.key_indexed && state.key == Some(key)))
+    }
+
+    /// This process's turn for commits of the session under `key`.
+    fn turn(&self, key: &str) -> &tokio::sync::Mutex<()> {
         use std::hash::BuildHasher as _;
         let turns = &self.inner.commit_turns;
-        let i = (self.inner.turn_hasher.hash_one(key) as usize) % turns.len();
-        let turn = &turns[i];
+        &turns[(self.inner.turn_hasher.hash_one(key) as usize) % turns.len()]
+    }
+
+    /// Waits for this process's turn to commit the session under `key`.
+    async fn commit_turn(&self, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let turn = self.turn(key);
         match turn.try_lock() {
             Ok(guard) => guard,
             Err(_) => turn.lock().await,
@@ -808,6 +908,37 @@ impl SessionManager {
         }
     }
 
+    /// [`finish`](Self::finish) when it needs no awaiting: nothing to store, or a commit
+    /// the store takes on the spot (see [`commit_now`](Self::commit_now)). `None`, with
+    /// nothing done, when it must be awaited.
+    pub(crate) fn finish_now(
+        &self,
+        session: &Session,
+        headers: &mut HeaderMap,
+    ) -> Option<Result<()>> {
+        let (status, from_store) = {
+            let state = session.inner.state.lock();
+            (state.status, state.from_store)
+        };
+        match status {
+            Status::Modified => {
+                let (token, expiry) = match self.commit_now(session)? {
+                    Ok(committed) => committed,
+                    Err(e) => return Some(Err(e)),
+                };
+                self.send_token(headers, token, expiry, session);
+            }
+            Status::Destroyed => {
+                transport::write(self, headers, None, OffsetDateTime::UNIX_EPOCH, false);
+            }
+            Status::Unmodified if from_store && self.inner.config.idle_timeout.is_some() => {
+                return None;
+            }
+            Status::Unmodified => {}
+        }
+        Some(Ok(()))
+    }
+
     /// End of request: commit, delete, or slide, and set the cookie accordingly.
     pub(crate) async fn finish(&self, session: &Session, headers: &mut HeaderMap) -> Result<()> {
         let (status, from_store) = {
@@ -910,6 +1041,36 @@ pub(crate) struct Found {
     expiry: Option<OffsetDateTime>,
     /// Reached through a renewed token's forwarding entry.
     forwarded: bool,
+}
+
+/// What one read of an entry under `key` leads to.
+enum Lookup {
+    /// A renewed token's forwarding entry: read this key next.
+    Next(Token),
+    /// The session (or nothing, for a forwarding entry whose target is not a key).
+    Done(Option<Found>),
+}
+
+impl Lookup {
+    fn of(
+        key: Token,
+        data: Vec<u8>,
+        version: Option<u64>,
+        expiry: Option<OffsetDateTime>,
+        forwarded: bool,
+    ) -> Self {
+        match moved_to(&data) {
+            Some(Some(next)) => Self::Next(next),
+            Some(None) => Self::Done(None),
+            None => Self::Done(Some(Found {
+                key,
+                data,
+                version,
+                expiry,
+                forwarded,
+            })),
+        }
+    }
 }
 
 /// Bytes a renewed token's old key holds during the grace period: this marker, then the

@@ -263,10 +263,35 @@ impl Session {
         let found =
             crate::manager::traced(manager.find_session(token, &self.inner.ctx), span.clone())
                 .await?;
+        self.install(token, found, &span)
+    }
+
+    /// [`ensure_loaded`](Self::ensure_loaded) when the store answers on the spot (an
+    /// in-process store): no future to make, box and move. `None` when the load must be
+    /// awaited.
+    pub(crate) fn ensure_loaded_now(&self, token: Option<Token>) -> Option<Result<()>> {
+        if self.is_loaded() {
+            return Some(Ok(()));
+        }
+        let manager = &self.inner.manager;
+        let span = manager.load_span();
+        let found = span.in_scope(|| manager.find_session_now(token, &self.inner.ctx))?;
+        Some(found.and_then(|found| self.install(token, found, &span)))
+    }
+
+    /// Installs what the store had as this session's state, unless another load did it
+    /// first.
+    fn install(
+        &self,
+        token: Option<Token>,
+        found: Option<crate::manager::Found>,
+        span: &tracing::Span,
+    ) -> Result<()> {
         // No lock across the store call: should two tasks load at once, the first to
         // finish installs its state and the other's is dropped. Nothing can have changed
         // the session in between, since no handle reaches user code before it is loaded.
         // The state is built here, under the lock, not passed up through futures.
+        let manager = &self.inner.manager;
         let mut state = self.inner.state.lock();
         if !self.is_loaded() {
             *state = span.in_scope(|| manager.session_state(token, found))?;

@@ -170,9 +170,17 @@ pub(crate) async fn loaded(
     token: Option<Token>,
 ) -> Result<Session, SessionRejection> {
     if !session.is_loaded() {
-        // The load's future lives on the heap: the handler's future that awaits this one
-        // is moved several times per request, and stays small this way.
-        if let Err(error) = Box::pin(session.ensure_loaded(token)).await {
+        // A store that answers on the spot loads without a future. Otherwise the load's
+        // future lives on the heap: the handler's future that awaits this one is moved
+        // several times per request, and stays small this way.
+        // (`if let`: its scrutinee is gone before the `else`, so the awaiting path holds
+        // nothing of the on-the-spot one.)
+        let loaded = if let Some(loaded) = session.ensure_loaded_now(token) {
+            loaded
+        } else {
+            Box::pin(session.ensure_loaded(token)).await
+        };
+        if let Err(error) = loaded {
             return Err(SessionRejection::Load {
                 manager: session.manager().clone(),
                 error,

@@ -85,6 +85,68 @@ async fn fifty_concurrent_requests_on_one_session_lose_no_update() {
     assert_eq!(lost, 0, "{lost} of 50 concurrent updates were lost");
 }
 
+/// With a store that answers on the spot, a request loads and commits without awaiting:
+/// one find and one commit for a write, one find for a read, one commit for a new
+/// session, as with any store.
+#[tokio::test]
+async fn a_store_answering_on_the_spot_gets_one_call_per_load_and_commit() {
+    let store = Probe::on_the_spot();
+    let c = start(SessionManager::new(store.clone())).await;
+    let token = c.get("/put/a/1", None).await.cookie("session").unwrap();
+    assert_eq!((store.finds(), store.commits()), (0, 1), "new session");
+    let r = c.get("/put/a/2", Some(&cookie(&token))).await;
+    assert_eq!(r.cookie("session").as_deref(), Some(token.as_str()));
+    assert_eq!((store.finds(), store.commits()), (1, 2), "write");
+    assert_eq!(c.get("/get/a", Some(&cookie(&token))).await.body, "2");
+    assert_eq!((store.finds(), store.commits()), (2, 2), "read");
+}
+
+/// Two requests that both loaded one session before either commits, with a store that
+/// answers on the spot: the first commits there; the second's compare-and-set fails
+/// there, and the awaited path reads the entry again and merges. Neither update is lost.
+#[tokio::test]
+async fn overlapping_commits_merge_with_a_store_answering_on_the_spot() {
+    let store = Probe::on_the_spot();
+    let manager = SessionManager::new(store.clone());
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let app = routes()
+        .route(
+            "/overlap/{key}",
+            get(move |s: Session, Path(k): Path<String>| {
+                let barrier = barrier.clone();
+                async move {
+                    // Both requests hold the loaded session before either puts.
+                    barrier.wait().await;
+                    s.put(&k, "x").unwrap();
+                    "ok"
+                }
+            }),
+        )
+        .layer(manager.layer());
+    let c = Client::new(serve(app).await);
+    let token = c.get("/put/base/0", None).await.cookie("session").unwrap();
+    let commits = store.commits();
+    let sent = cookie(&token);
+    let (a, b) = tokio::join!(
+        c.get("/overlap/a", Some(&sent)),
+        c.get("/overlap/b", Some(&sent))
+    );
+    assert_eq!((a.status, b.status), (200, 200));
+    assert!(
+        store.commits() >= commits + 3,
+        "no conflict: {} commits for two overlapping requests",
+        store.commits() - commits
+    );
+    for (k, v) in [("a", "x"), ("b", "x"), ("base", "0")] {
+        assert_eq!(
+            c.get(&format!("/get/{k}"), Some(&cookie(&token)))
+                .await
+                .body,
+            v
+        );
+    }
+}
+
 #[tokio::test]
 async fn idle_touch_is_throttled_to_the_touch_interval() {
     let store = Probe::new();
@@ -169,7 +231,17 @@ async fn without_grace_the_old_token_is_gone_at_once() {
 
 #[tokio::test]
 async fn sign_out_everywhere_through_the_user_index() {
-    let store = Probe::new();
+    sign_out_everywhere(Probe::new()).await;
+}
+
+/// The same with a store that answers on the spot: a commit that must index its key
+/// takes the awaited path.
+#[tokio::test]
+async fn sign_out_everywhere_with_a_store_answering_on_the_spot() {
+    sign_out_everywhere(Probe::on_the_spot()).await;
+}
+
+async fn sign_out_everywhere(store: Probe) {
     let manager = SessionManager::new(store.clone());
     let c = start(manager.clone()).await;
     let mut tokens = Vec::new();
@@ -221,7 +293,15 @@ async fn sign_out_everywhere_through_the_user_index() {
 /// renews the token (the new key is indexed; revoking reaches it).
 #[tokio::test]
 async fn user_index_follows_a_renewed_token() {
-    let store = Probe::new();
+    user_index_follows_renewal(Probe::new()).await;
+}
+
+#[tokio::test]
+async fn user_index_follows_a_renewed_token_with_a_store_answering_on_the_spot() {
+    user_index_follows_renewal(Probe::on_the_spot()).await;
+}
+
+async fn user_index_follows_renewal(store: Probe) {
     let manager = SessionManager::new(store.clone());
     let c = start(manager.clone()).await;
     let first = c.get("/login/ada", None).await.cookie("session").unwrap();

@@ -29,6 +29,9 @@ pub struct ProbeInner {
     pub fail_find: AtomicBool,
     pub fail_commit: AtomicBool,
     pub no_touch: AtomicBool,
+    /// Answers finds and compare-and-set commits on the spot, as the memory store does
+    /// (the manager then loads and commits without awaiting).
+    pub on_the_spot: AtomicBool,
 }
 
 pub struct MemoryStoreCell(pub MemoryStore);
@@ -52,6 +55,13 @@ impl Probe {
     pub fn without_touch() -> Self {
         let p = Self::default();
         p.inner.no_touch.store(true, Ordering::SeqCst);
+        p
+    }
+
+    /// A probe that answers on the spot, as the memory store does.
+    pub fn on_the_spot() -> Self {
+        let p = Self::default();
+        p.inner.on_the_spot.store(true, Ordering::SeqCst);
         p
     }
 
@@ -174,6 +184,34 @@ impl Store for Probe {
             return Err(injected("commit"));
         }
         self.mem().commit_if(key, data, expiry, expected).await
+    }
+
+    fn find_record_now(&self, key: &str) -> Option<Result<Option<scs::core::Record>>> {
+        if !self.inner.on_the_spot.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.inner.finds.fetch_add(1, Ordering::SeqCst);
+        if self.inner.fail_find.load(Ordering::SeqCst) {
+            return Some(Err(injected("find")));
+        }
+        self.mem().find_record_now(key)
+    }
+
+    fn commit_if_now(
+        &self,
+        key: &str,
+        data: &[u8],
+        expiry: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Option<Result<Option<u64>>> {
+        if !self.inner.on_the_spot.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.inner.commits.fetch_add(1, Ordering::SeqCst);
+        if self.inner.fail_commit.load(Ordering::SeqCst) {
+            return Some(Err(injected("commit")));
+        }
+        self.mem().commit_if_now(key, data, expiry, expected)
     }
 
     fn as_iterable(&self) -> Option<&dyn IterableStore> {
