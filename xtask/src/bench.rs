@@ -830,6 +830,13 @@ struct HttpCount {
 fn http_count(env: &Env, lib: &str, case: &str, secs: f64) -> Result<HttpCount> {
     let run = |load: bool| -> Result<(u64, f64)> {
         let file = env.out.join(format!("callgrind.http.{lib}.{case}.out"));
+        // Never an earlier run's count: a server that dies unwritten leaves no file.
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", file.display()));
+            }
+            _ => {}
+        }
         let server = Server::start_counted(env, lib, &file)?;
         let requests = if load {
             let result = run_load(env, "rust", &server, &format!("/{case}"), secs, 8);
