@@ -441,6 +441,16 @@ impl SessionManager {
             }
             false => None,
         };
+        // A session listed by `iterate` comes without its version: rather than a
+        // compare-and-set bound to fail, read the entry's version first and merge onto it.
+        let unknown = std::mem::take(&mut session.inner.state.lock().version_unknown);
+        if unknown && self.inner.caps.versioned {
+            let key = {
+                let mut state = session.inner.state.lock();
+                self.ensure_key(&mut state)?
+            };
+            Box::pin(self.rebase(session, key)).await?;
+        }
         // Set at the first conflict: a commit that goes through (nearly all) reads no clock.
         let mut conflicts_since = None;
         for attempt in 0..=MAX_CONFLICT_RETRIES {
@@ -517,30 +527,7 @@ impl SessionManager {
                     continue;
                 }
             }
-            let fresh = Box::pin(self.find_entry(ctx, key)).await?;
-            let mut state = session.inner.state.lock();
-            match fresh {
-                Some(found) => {
-                    let mut data = self.inner.codec.decode(&found.data)?;
-                    state.replay_onto(&mut data);
-                    state.data = data;
-                    state.version = found.version;
-                    // Still indexed when it is the key we had (the usual case).
-                    state.key_indexed &= state.key == Some(found.key);
-                    state.key = Some(found.key);
-                }
-                None => {
-                    // Destroyed, renewed or expired meanwhile: never bring the old token
-                    // back; this request's changes go into a new session.
-                    let mut data = SessionData::new(state.data.deadline);
-                    state.replay_onto(&mut data);
-                    state.data = data;
-                    state.version = None;
-                    state.key = None;
-                    state.key_indexed = false;
-                    state.token = None;
-                }
-            }
+            Box::pin(self.rebase(session, key)).await?;
         }
         Err(Error::new(
             ErrorKind::Conflict,
@@ -549,6 +536,37 @@ impl SessionManager {
             ),
         )
         .with_backend(self.inner.store.backend()))
+    }
+
+    /// Reads the entry under `key` again and replays onto it what this request changed:
+    /// after a compare-and-set conflict, or before the first commit of a session listed
+    /// without its version.
+    async fn rebase(&self, session: &Session, key: Token) -> Result<()> {
+        let fresh = self.find_entry(&session.inner.ctx, key).await?;
+        let mut state = session.inner.state.lock();
+        match fresh {
+            Some(found) => {
+                let mut data = self.inner.codec.decode(&found.data)?;
+                state.replay_onto(&mut data);
+                state.data = data;
+                state.version = found.version;
+                // Still indexed when it is the key we had (the usual case).
+                state.key_indexed &= state.key == Some(found.key);
+                state.key = Some(found.key);
+            }
+            None => {
+                // Destroyed, renewed or expired meanwhile: never bring the old token
+                // back; this request's changes go into a new session.
+                let mut data = SessionData::new(state.data.deadline);
+                state.replay_onto(&mut data);
+                state.data = data;
+                state.version = None;
+                state.key = None;
+                state.key_indexed = false;
+                state.token = None;
+            }
+        }
+        Ok(())
     }
 
     /// [`commit_token`](Self::commit_token) when the store answers on the spot (an
@@ -655,9 +673,11 @@ impl SessionManager {
 
     /// Calls `f` with every live session of the store (the store must be iterable). The
     /// sessions are loaded but not committed: change one and call
-    /// [`Session::commit`], or [`Session::destroy`] it. An error from `f` stops the
-    /// iteration and is returned. Entries that do not decode (not sessions of this
-    /// codec) are skipped with a warning.
+    /// [`Session::commit`], or [`Session::destroy`] it. With a versioned store, a commit
+    /// reads the entry's version first and keeps what other requests stored since the
+    /// listing; a session destroyed since is not brought back (the changes go into a new
+    /// session). An error from `f` stops the iteration and is returned. Entries that do
+    /// not decode (not sessions of this codec) are skipped with a warning.
     ///
     /// ```
     /// # #[tokio::main] async fn main() -> scs::Result<()> {
@@ -704,6 +724,8 @@ impl SessionManager {
             // A stored session: a commit from here may race other requests, so it logs
             // its changes as a loaded session does.
             state.changes = self.versioned().then(Vec::new);
+            // Listed without its version: its first commit reads it (see `commit`).
+            state.version_unknown = self.versioned();
             state.data = match self.inner.codec.decode(&bytes) {
                 Ok(data) => data,
                 Err(e) => {

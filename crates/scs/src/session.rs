@@ -79,6 +79,9 @@ pub(crate) struct State {
     /// The current `key` is known to be in its user's index (see `users`): true for a
     /// session as loaded, false again whenever the key changes.
     pub(crate) key_indexed: bool,
+    /// With a versioned store: stored, but listed by `iterate` without its version. The
+    /// first commit reads the version (and merges onto the entry) before it writes.
+    pub(crate) version_unknown: bool,
 }
 
 /// One change a request made, kept to replay it after a compare-and-set conflict. A set
@@ -135,6 +138,7 @@ impl State {
             stored_expiry: None,
             changes: None,
             key_indexed: false,
+            version_unknown: false,
         }
     }
 

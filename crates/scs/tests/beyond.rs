@@ -147,6 +147,64 @@ async fn overlapping_commits_merge_with_a_store_answering_on_the_spot() {
     }
 }
 
+/// A session listed by `iterate` carries no version: committing it reads the entry once
+/// and commits once, not a compare-and-set bound to fail, then a read and a commit.
+#[tokio::test]
+async fn committing_a_listed_session_reads_once_and_commits_once() {
+    let store = Probe::new();
+    let manager = SessionManager::new(store.clone());
+    let s = manager.load(None).await.unwrap();
+    s.put("n", &1).unwrap();
+    let (token, _) = s.commit().await.unwrap();
+    let (finds, commits) = (store.finds(), store.commits());
+    manager
+        .iterate(|s| async move {
+            s.put("n", &2)?;
+            s.commit().await.map(|_| ())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (store.finds() - finds, store.commits() - commits),
+        (1, 1),
+        "finds and commits for one listed session's commit"
+    );
+    let s = manager.load(Some(&token)).await.unwrap();
+    assert_eq!(s.get::<i32>("n"), Some(2));
+}
+
+/// A listed session destroyed before its commit is not brought back under its old
+/// token: the commit's changes go into a new session.
+#[tokio::test]
+async fn a_listed_session_destroyed_meanwhile_is_not_brought_back() {
+    let manager = SessionManager::new(Probe::new());
+    let s = manager.load(None).await.unwrap();
+    s.put("n", &1).unwrap();
+    let (token, _) = s.commit().await.unwrap();
+    manager
+        .iterate(|s| {
+            let (manager, token) = (manager.clone(), token.clone());
+            async move {
+                manager.load(Some(&token)).await?.destroy().await?;
+                s.put("n", &3)?;
+                s.commit().await.map(|_| ())
+            }
+        })
+        .await
+        .unwrap();
+    let s = manager.load(Some(&token)).await.unwrap();
+    assert_eq!(s.get::<i32>("n"), None, "the destroyed session came back");
+    let mut values = Vec::new();
+    manager
+        .iterate(|s| {
+            values.push(s.get::<i32>("n"));
+            async { Ok(()) }
+        })
+        .await
+        .unwrap();
+    assert_eq!(values, [Some(3)], "the changes went into one new session");
+}
+
 #[tokio::test]
 async fn idle_touch_is_throttled_to_the_touch_interval() {
     let store = Probe::new();
