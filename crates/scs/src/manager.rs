@@ -630,14 +630,18 @@ impl SessionManager {
         state.changes.get_or_insert_with(Vec::new).clear();
     }
 
-    /// The user whose index still needs `key`, when the session is bound to one.
+    /// The user whose index still needs `key`, when the session is bound to one. A key
+    /// known to be indexed answers without decoding the user (every commit of a
+    /// signed-in session asks).
     fn to_index(state: &State, key: Token) -> Option<String> {
-        let user = state
+        if state.key_indexed && state.key == Some(key) {
+            return None;
+        }
+        state
             .data
             .values
             .get(crate::users::USER_KEY)
-            .and_then(|v| v.to::<String>().ok());
-        user.filter(|_| !(state.key_indexed && state.key == Some(key)))
+            .and_then(|v| v.to::<String>().ok())
     }
 
     /// This process's turn for commits of the session under `key`.
