@@ -697,12 +697,11 @@ fn parse_wrk(out: &str) -> Result<Load> {
 /// rounds.
 type HttpRounds = BTreeMap<(String, String), Vec<Load>>;
 
+/// Every (case, lib) over HTTP: the median of each figure over the rounds.
+type HttpMedians = BTreeMap<(String, String), Load>;
+
 /// [`HttpRounds`], and the median of each figure over the rounds.
-fn http_part(
-    env: &Env,
-    opts: &Opts,
-    loadgen: &str,
-) -> Result<(BTreeMap<(String, String), Load>, HttpRounds)> {
+fn http_part(env: &Env, opts: &Opts, loadgen: &str) -> Result<(HttpMedians, HttpRounds)> {
     let mut runs: BTreeMap<(String, String), Vec<Load>> = BTreeMap::new();
     for round in 0..opts.rounds {
         for (case, _) in CASES {
@@ -1045,7 +1044,7 @@ fn parse_annotate(text: &str) -> (u64, Vec<(f64, String)>) {
 
 struct Results {
     inproc: Vec<Value>,
-    http: BTreeMap<(String, String), Load>,
+    http: HttpMedians,
     http_rounds: HttpRounds,
     mem: Vec<Value>,
     stores: Vec<Value>,
