@@ -27,7 +27,7 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
 const USAGE: &str = "\
-usage: cargo xtask bench [--smoke] [--rounds N] [--secs S] [--conns N]
+usage: cargo xtask bench [--smoke] [--rounds N] [--secs S] [--window S] [--conns N]
                          [--loadgen wrk|rust] [--profile | --no-profile]
 
 Builds scs-bench (release) and prints the benchmark report, also written to
@@ -36,8 +36,10 @@ Builds scs-bench (release) and prints the benchmark report, also written to
   --smoke        a few-second run that proves the bench builds and runs (for CI):
                  tiny samples, no wrk install, one short profile; its numbers mean
                  nothing
-  --rounds N     HTTP rounds per server and case (default 3)
-  --secs S       seconds per HTTP measurement (default 5)
+  --rounds N     HTTP rounds, fresh servers each (default 3)
+  --secs S       seconds of HTTP load per server, case and round (default 5)
+  --window S     seconds per HTTP load window: a case's servers take turns, one
+                 window each (default 1)
   --conns N      HTTP connections (default 32)
   --loadgen X    wrk (installed with apt-get when missing) or rust (default: wrk when it
                  is there or can be installed, else rust)
@@ -70,6 +72,7 @@ struct Opts {
     smoke: bool,
     rounds: usize,
     secs: f64,
+    window: f64,
     conns: usize,
     loadgen: Option<String>,
     profile: Option<bool>,
@@ -81,6 +84,7 @@ impl Opts {
             smoke: false,
             rounds: 3,
             secs: 5.0,
+            window: 1.0,
             conns: 32,
             loadgen: None,
             profile: None,
@@ -97,6 +101,7 @@ impl Opts {
                 "--smoke" => o.smoke = true,
                 "--rounds" => o.rounds = value(arg)?.parse().context("--rounds")?,
                 "--secs" => o.secs = value(arg)?.parse().context("--secs")?,
+                "--window" => o.window = value(arg)?.parse().context("--window")?,
                 "--conns" => o.conns = value(arg)?.parse().context("--conns")?,
                 "--loadgen" => {
                     let v = value(arg)?;
@@ -113,11 +118,20 @@ impl Opts {
         if o.smoke {
             o.rounds = 1;
             o.secs = 0.3;
+            o.window = 0.3;
             o.conns = 4;
             o.loadgen.get_or_insert_with(|| "rust".to_owned());
         }
         o.rounds = o.rounds.max(1);
+        if !(o.window > 0.0 && o.secs > 0.0) {
+            bail!("--secs and --window take a number of seconds above zero");
+        }
         Ok(Some(o))
+    }
+
+    /// Load windows per server, case and round.
+    fn windows(&self) -> usize {
+        ((self.secs / self.window).round() as usize).max(1)
     }
 }
 
@@ -188,6 +202,21 @@ fn s(v: &Value, key: &str) -> String {
 
 fn f(v: &Value, key: &str) -> f64 {
     v.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}
+
+/// The lower and upper quartiles (NaN when there is nothing to rank).
+fn quartiles(mut v: Vec<f64>) -> (f64, f64) {
+    v.retain(|x| !x.is_nan());
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let pos = q * (v.len() - 1) as f64;
+        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+        v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+    };
+    (at(0.25), at(0.75))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -576,8 +605,8 @@ struct Load {
     errors: f64,
     requests: f64,
     cpu_us: f64,
-    /// The lowest and highest server CPU per request over the rounds (the median is
-    /// `cpu_us`): how much the machine moved the figure.
+    /// The lower and upper quartiles of the server CPU per request over the windows (the
+    /// median is `cpu_us`): how much the machine moved the figure.
     cpu_range: (f64, f64),
 }
 
@@ -692,55 +721,73 @@ fn parse_wrk(out: &str) -> Result<Load> {
     Ok(load)
 }
 
-/// Every (case, lib) over HTTP, each round's result in round order: a fresh server per
-/// measurement, libs interleaved within each round (their order alternating), several
-/// rounds.
+/// Every (case, lib) over HTTP, each load window's result in order: the servers of a case
+/// take their windows in turn, so entry `i` of two libs of a case come from neighbouring
+/// windows and pair up.
 type HttpRounds = BTreeMap<(String, String), Vec<Load>>;
 
-/// Every (case, lib) over HTTP: the median of each figure over the rounds.
+/// Every (case, lib) over HTTP: the median of each figure over the windows.
 type HttpMedians = BTreeMap<(String, String), Load>;
 
-/// [`HttpRounds`], and the median of each figure over the rounds.
+/// Every (case, lib) over HTTP. Per round and case, the case's servers are all started
+/// (fresh processes, on the same core) and load goes to one at a time, in windows that
+/// alternate between them (their order flipping from one window to the next), so a slow
+/// phase of the machine falls on each alike; several rounds, so no one process's luck
+/// decides. [`HttpRounds`], and the median of each figure over the windows.
 fn http_part(env: &Env, opts: &Opts, loadgen: &str) -> Result<(HttpMedians, HttpRounds)> {
-    let mut runs: BTreeMap<(String, String), Vec<Load>> = BTreeMap::new();
+    let mut runs: HttpRounds = BTreeMap::new();
+    let windows = opts.windows();
+    let path = |case: &str| format!("/{case}");
     for round in 0..opts.rounds {
         for (case, _) in CASES {
             let mut libs = vec!["scs", "tower-sessions"];
-            if round % 2 == 1 {
-                libs.reverse();
-            }
             if case == "none" {
                 libs.push("none");
             }
-            for lib in libs {
-                let server = Server::start(env, lib)?;
-                let path = format!("/{case}");
-                let result = (|| -> Result<Load> {
-                    if !opts.smoke {
-                        // Warm-up: connections, allocator, branch predictors.
-                        run_load(env, loadgen, &server, &path, 1.0, opts.conns)?;
+            let mut servers = Vec::new();
+            let result = (|| -> Result<()> {
+                for lib in &libs {
+                    servers.push(Server::start(env, lib)?);
+                }
+                if !opts.smoke {
+                    // Warm-up: connections, allocator, branch predictors.
+                    for server in &servers {
+                        run_load(env, loadgen, server, &path(case), 1.0, opts.conns)?;
                     }
-                    let cpu = server.cpu_ns();
-                    let mut load = run_load(env, loadgen, &server, &path, opts.secs, opts.conns)?;
-                    if let (Some(before), Some(after)) = (cpu, server.cpu_ns()) {
-                        load.cpu_us = (after - before) as f64 / 1000.0 / load.requests;
+                }
+                for window in 0..windows {
+                    let mut order: Vec<usize> = (0..libs.len()).collect();
+                    if (round * windows + window) % 2 == 1 {
+                        order.reverse();
                     }
-                    Ok(load)
-                })();
+                    for i in order {
+                        let (lib, server) = (libs[i], &servers[i]);
+                        let cpu = server.cpu_ns();
+                        let mut load =
+                            run_load(env, loadgen, server, &path(case), opts.window, opts.conns)?;
+                        if let (Some(before), Some(after)) = (cpu, server.cpu_ns()) {
+                            load.cpu_us = (after - before) as f64 / 1000.0 / load.requests;
+                        }
+                        eprintln!(
+                            "xtask bench:   round {} window {} {case:5} {lib:14} {:>9.0} req/s  p50 {:>7.0} µs  p99 {:>7.0} µs  server CPU {:>6.2} µs/req",
+                            round + 1,
+                            window + 1,
+                            load.rps,
+                            load.p50,
+                            load.p99,
+                            load.cpu_us
+                        );
+                        runs.entry((case.to_owned(), lib.to_owned()))
+                            .or_default()
+                            .push(load);
+                    }
+                }
+                Ok(())
+            })();
+            for server in servers {
                 server.stop()?;
-                let load = result?;
-                eprintln!(
-                    "xtask bench:   round {} {case:5} {lib:14} {:>9.0} req/s  p50 {:>7.0} µs  p99 {:>7.0} µs  server CPU {:>6.2} µs/req",
-                    round + 1,
-                    load.rps,
-                    load.p50,
-                    load.p99,
-                    load.cpu_us
-                );
-                runs.entry((case.to_owned(), lib.to_owned()))
-                    .or_default()
-                    .push(load);
             }
+            result?;
         }
     }
     let medians = runs
@@ -754,11 +801,7 @@ fn http_part(env: &Env, opts: &Opts, loadgen: &str) -> Result<(HttpMedians, Http
                 errors: v.iter().map(|l| l.errors).sum(),
                 requests: m(|l| l.requests),
                 cpu_us: m(|l| l.cpu_us),
-                cpu_range: v
-                    .iter()
-                    .map(|l| l.cpu_us)
-                    .filter(|c| c.is_finite())
-                    .fold((f64::NAN, f64::NAN), |(lo, hi), c| (c.min(lo), c.max(hi))),
+                cpu_range: quartiles(v.iter().map(|l| l.cpu_us).collect()),
             };
             (k.clone(), load)
         })
@@ -1052,6 +1095,39 @@ struct Results {
     primitives: Vec<Value>,
 }
 
+/// The ratio of two servers' figures over paired load windows (see [`Results::paired`]).
+#[derive(Clone, Copy)]
+struct Paired {
+    median: f64,
+    /// The lower and upper quartiles, with two windows or more.
+    quartiles: Option<(f64, f64)>,
+}
+
+impl Paired {
+    /// `1.12× (middle half 1.05× to 1.20×)`.
+    fn times(self) -> String {
+        match self.quartiles {
+            Some((lo, hi)) => format!("{} (middle half {lo:.2}× to {hi:.2}×)", ratio(self.median)),
+            None => ratio(self.median),
+        }
+    }
+
+    /// `97.1% (middle half 95.0% to 99.2%)`.
+    fn percent(self) -> String {
+        let p = |r: f64| format!("{:.1}%", r * 100.0);
+        match self.quartiles {
+            Some((lo, hi)) => format!("{} (middle half {} to {})", p(self.median), p(lo), p(hi)),
+            None => p(self.median),
+        }
+    }
+}
+
+/// Requests/s of the first server over the second's.
+const RPS: fn(&Load, &Load) -> f64 = |a, b| a.rps / b.rps;
+
+/// Capacity (requests per CPU second) of the first server over the second's.
+const CAPACITY: fn(&Load, &Load) -> f64 = |a, b| b.cpu_us / a.cpu_us;
+
 struct Goal {
     name: String,
     measured: String,
@@ -1073,30 +1149,30 @@ impl Results {
         self.http.get(&(case.to_owned(), lib.to_owned())).copied()
     }
 
-    /// The lowest and highest of `ratio(a's round, b's round)` over the rounds of `case`:
-    /// the two servers of a round ran back to back, so each round's ratio is one reading
-    /// of the comparison, and their spread is how far this run resolves it.
-    fn round_ratios(
+    /// `ratio(a's window, b's window)` over the windows of `case`, paired in order (the
+    /// servers of a case take their windows in turn): the median, and the lower and upper
+    /// quartiles, which show how far this run resolves the comparison.
+    fn paired(
         &self,
         case: &str,
         (a, b): (&str, &str),
         ratio: fn(&Load, &Load) -> f64,
-    ) -> Option<(f64, f64)> {
-        let rounds = |lib: &str| self.http_rounds.get(&(case.to_owned(), lib.to_owned()));
-        let (a, b) = (rounds(a)?, rounds(b)?);
+    ) -> Option<Paired> {
+        let windows = |lib: &str| self.http_rounds.get(&(case.to_owned(), lib.to_owned()));
+        let (a, b) = (windows(a)?, windows(b)?);
         let ratios: Vec<f64> = a
             .iter()
             .zip(b)
             .map(|(a, b)| ratio(a, b))
             .filter(|r| r.is_finite())
             .collect();
-        // One round has no spread to show.
-        (ratios.len() >= 2).then(|| {
-            ratios
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
-                    (r.min(lo), r.max(hi))
-                })
+        if ratios.is_empty() {
+            return None;
+        }
+        let (q1, q3) = quartiles(ratios.clone());
+        Some(Paired {
+            median: median(ratios.clone()),
+            quartiles: (ratios.len() >= 2).then_some((q1, q3)),
         })
     }
 
@@ -1117,84 +1193,41 @@ impl Results {
                 pass: (!inproc.is_nan()).then_some(inproc >= min),
                 case: Some(case),
             });
-            let (scs, tower) = (self.http(case, "scs"), self.http(case, "tower-sessions"));
             let libs = ("scs", "tower-sessions");
-            let http = match (scs, tower) {
-                (Some(a), Some(b)) => a.rps / b.rps,
-                _ => f64::NAN,
-            };
-            let spread = |range: Option<(f64, f64)>| {
-                range.map_or(String::new(), |(lo, hi)| {
-                    format!(" (rounds {lo:.2}× to {hi:.2}×)")
-                })
-            };
-            goals.push(Goal {
-                name: format!("{label}, HTTP req/s"),
-                measured: format!(
-                    "{}{}",
-                    ratio(http),
-                    spread(self.round_ratios(case, libs, |a, b| a.rps / b.rps))
-                ),
-                target: format!("≥ {min:.1}× tower-sessions"),
-                pass: (!http.is_nan()).then_some(http >= min),
-                case: Some(case),
-            });
-            let cpu = match (scs, tower) {
-                (Some(a), Some(b)) => b.cpu_us / a.cpu_us,
-                _ => f64::NAN,
-            };
-            goals.push(Goal {
-                name: format!("{label}, HTTP capacity (server CPU per request)"),
-                measured: format!(
-                    "{}{}",
-                    ratio(cpu),
-                    spread(self.round_ratios(case, libs, |a, b| b.cpu_us / a.cpu_us))
-                ),
-                target: format!("≥ {min:.1}× tower-sessions"),
-                pass: (!cpu.is_nan()).then_some(cpu >= min),
-                case: Some(case),
-            });
+            for (what, f) in [
+                ("HTTP req/s", RPS),
+                ("HTTP capacity (server CPU per request)", CAPACITY),
+            ] {
+                let paired = self.paired(case, libs, f);
+                let r = paired.map_or(f64::NAN, |p| p.median);
+                goals.push(Goal {
+                    name: format!("{label}, {what}"),
+                    measured: paired.map_or("—".into(), |p| p.times()),
+                    target: format!("≥ {min:.1}× tower-sessions"),
+                    pass: (!r.is_nan()).then_some(r >= min),
+                    case: Some(case),
+                });
+            }
         };
         ratio_goal("read", "(a) read", 1.3);
         ratio_goal("write", "(b) write", 1.3);
         ratio_goal("new", "(c) new session", 1.2);
-        let (scs, bare) = (self.http("none", "scs"), self.http("none", "none"));
-        let d = match (scs, bare) {
-            (Some(a), Some(b)) => a.rps / b.rps,
-            _ => f64::NAN,
-        };
-        let percent_spread = |range: Option<(f64, f64)>| {
-            range.map_or(String::new(), |(lo, hi)| {
-                format!(" (rounds {:.1}% to {:.1}%)", lo * 100.0, hi * 100.0)
-            })
-        };
-        let libs = ("scs", "none");
-        goals.push(Goal {
-            name: "(d) untouched, HTTP req/s".into(),
-            measured: format!(
-                "{:.1}% of no middleware{}",
-                d * 100.0,
-                percent_spread(self.round_ratios("none", libs, |a, b| a.rps / b.rps))
-            ),
-            target: "≥ 97%".into(),
-            pass: (!d.is_nan()).then_some(d >= 0.97),
-            case: Some("none"),
-        });
-        let d = match (scs, bare) {
-            (Some(a), Some(b)) => b.cpu_us / a.cpu_us,
-            _ => f64::NAN,
-        };
-        goals.push(Goal {
-            name: "(d) untouched, HTTP capacity (server CPU per request)".into(),
-            measured: format!(
-                "{:.1}% of no middleware{}",
-                d * 100.0,
-                percent_spread(self.round_ratios("none", libs, |a, b| b.cpu_us / a.cpu_us))
-            ),
-            target: "≥ 97%".into(),
-            pass: (!d.is_nan()).then_some(d >= 0.97),
-            case: Some("none"),
-        });
+        for (what, f) in [
+            ("HTTP req/s", RPS),
+            ("HTTP capacity (server CPU per request)", CAPACITY),
+        ] {
+            let paired = self.paired("none", ("scs", "none"), f);
+            let r = paired.map_or(f64::NAN, |p| p.median);
+            goals.push(Goal {
+                name: format!("(d) untouched, {what}"),
+                measured: paired.map_or("—".into(), |p| {
+                    format!("{} of no middleware", p.percent())
+                }),
+                target: "≥ 97%".into(),
+                pass: (!r.is_nan()).then_some(r >= 0.97),
+                case: Some("none"),
+            });
+        }
         let added = self.inproc_ns("scs", "none") - self.inproc_ns("none", "none");
         let added_tower = self.inproc_ns("tower-sessions", "none") - self.inproc_ns("none", "none");
         goals.push(Goal {
@@ -1464,8 +1497,11 @@ fn render(
     let _ = writeln!(
         w,
         "hyper 1 on a single-threaded Tokio runtime{}; load from {} with {} keep-alive \
-         connections{}; {} round(s) of {} s per server and case, servers interleaved, a fresh \
-         server each time{}; medians over rounds.\n",
+         connections{}. {} round(s); in each, per case, the case's servers are started \
+         afresh{} and take turns, {} window(s) of {} s each per server, the order flipping \
+         every window, so that a slow phase of the machine falls on each alike. Figures are \
+         medians over the windows; a ratio between two servers is the median of the ratios \
+         of neighbouring windows.\n",
         if h.pin {
             " pinned to core 0"
         } else {
@@ -1479,16 +1515,16 @@ fn render(
         h.opts.conns,
         if h.pin { " on core 1" } else { "" },
         h.opts.rounds,
-        h.opts.secs,
-        if h.smoke { "" } else { " after a 1 s warm-up" },
+        if h.smoke { "" } else { " (a 1 s warm-up each)" },
+        h.opts.windows(),
+        h.opts.window,
     );
     let _ = writeln!(
         w,
         "Server CPU µs/request is the server process's CPU time (user + kernel, \
          `/proc/<pid>/schedstat`) over the requests it answered: its capacity on one core, \
          which other work on a shared machine does not skew the way it skews req/s. In \
-         brackets, its lowest and highest round: a ratio between two servers is only \
-         resolved as far as these ranges are narrow.\n"
+         brackets, its lower and upper quartile over the windows.\n"
     );
     let _ = writeln!(
         w,
@@ -1514,10 +1550,12 @@ fn render(
     };
     for (case, label) in CASES {
         let (a, b) = (r.http(case, "scs"), r.http(case, "tower-sessions"));
-        let (rr, cr) = match (a, b) {
-            (Some(a), Some(b)) => (ratio(a.rps / b.rps), ratio(b.cpu_us / a.cpu_us)),
-            _ => ("—".into(), "—".into()),
+        let libs = ("scs", "tower-sessions");
+        let paired = |f| {
+            r.paired(case, libs, f)
+                .map_or("—".into(), |p| ratio(p.median))
         };
+        let (rr, cr) = (paired(RPS), paired(CAPACITY));
         let _ = writeln!(w, "| {label} | {} | {} | {rr} | {cr} |", cell(a), cell(b));
     }
     if let Some(l) = r.http("none", "none") {
@@ -1706,10 +1744,9 @@ fn render(
     let _ = writeln!(w, "## Goals\n");
     let _ = writeln!(
         w,
-        "Over HTTP the result is judged on the medians over rounds; in brackets, the lowest \
-         and highest ratio of a single round (the two servers of a round ran back to back). \
-         Where that spread reaches across the target, this run does not settle the goal \
-         either way.\n"
+        "Over HTTP a ratio is the median over pairs of neighbouring load windows (part 2); \
+         in brackets, the middle half of those pairs' ratios (lower to upper quartile). Where \
+         that range reaches across the target, this run does not settle the goal.\n"
     );
     let _ = writeln!(w, "| goal | measured | target | result |");
     let _ = writeln!(w, "|---|---|---|---|");
@@ -1877,7 +1914,7 @@ Ir                  file:function
     }
 
     #[test]
-    fn round_ratios_pair_each_round_and_need_two() {
+    fn paired_ratios_pair_windows_in_order() {
         let load = |rps: f64| Load {
             rps,
             p50: 1.0,
@@ -1898,25 +1935,39 @@ Ir                  file:function
         };
         let key = |lib: &str| ("read".to_owned(), lib.to_owned());
         let libs = ("scs", "tower-sessions");
-        let rps: fn(&Load, &Load) -> f64 = |a, b| a.rps / b.rps;
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
         results.http_rounds.insert(key("scs"), vec![load(120.0)]);
         results
             .http_rounds
             .insert(key("tower-sessions"), vec![load(100.0)]);
-        assert_eq!(results.round_ratios("read", libs, rps), None);
-        // Round by round, not sorted: 120/100, 90/100, 150/100.
+        let one = results.paired("read", libs, RPS).unwrap();
+        assert!(close(one.median, 1.2) && one.quartiles.is_none());
+        assert_eq!(one.times(), "1.20×");
+        // Window by window, not each side sorted: 150/100, 90/50, 120/100, 100/125,
+        // 110/100 are 1.5, 1.8, 1.2, 0.8, 1.1 (sorted: 0.8, 1.1, 1.2, 1.5, 1.8).
+        let scs = [150.0, 90.0, 120.0, 100.0, 110.0];
+        let tower = [100.0, 50.0, 100.0, 125.0, 100.0];
         results
             .http_rounds
-            .insert(key("scs"), vec![load(120.0), load(90.0), load(150.0)]);
-        results.http_rounds.insert(
-            key("tower-sessions"),
-            vec![load(100.0), load(100.0), load(100.0)],
-        );
-        assert_eq!(results.round_ratios("read", libs, rps), Some((0.9, 1.5)));
-        let (lo, hi) = results
-            .round_ratios("read", libs, |a, b| b.cpu_us / a.cpu_us)
-            .unwrap();
-        assert!((lo - 0.9).abs() < 1e-9 && (hi - 1.5).abs() < 1e-9);
-        assert_eq!(results.round_ratios("write", libs, rps), None);
+            .insert(key("scs"), scs.into_iter().map(load).collect());
+        results
+            .http_rounds
+            .insert(key("tower-sessions"), tower.into_iter().map(load).collect());
+        for f in [RPS, CAPACITY] {
+            let p = results.paired("read", libs, f).unwrap();
+            let (q1, q3) = p.quartiles.unwrap();
+            assert!(close(p.median, 1.2) && close(q1, 1.1) && close(q3, 1.5));
+        }
+        let p = results.paired("read", libs, RPS).unwrap();
+        assert_eq!(p.times(), "1.20× (middle half 1.10× to 1.50×)");
+        assert_eq!(p.percent(), "120.0% (middle half 110.0% to 150.0%)");
+        assert!(results.paired("write", libs, RPS).is_none());
+    }
+
+    #[test]
+    fn quartiles_interpolate_and_skip_nan() {
+        assert_eq!(quartiles(vec![4.0, 1.0, f64::NAN, 3.0, 2.0]), (1.75, 3.25));
+        let (a, b) = quartiles(Vec::new());
+        assert!(a.is_nan() && b.is_nan());
     }
 }
