@@ -270,7 +270,7 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode> {
 
     eprintln!("xtask bench: 2/5 HTTP");
     let loadgen = pick_loadgen(&opts);
-    let (http, http_rounds) = http_part(&env, &opts, &loadgen)?;
+    let (http, http_windows) = http_part(&env, &opts, &loadgen)?;
 
     eprintln!("xtask bench: 3/5 memory per session");
     let counts: &[u64] = if opts.smoke {
@@ -311,7 +311,7 @@ pub(crate) fn main(args: &[String]) -> Result<ExitCode> {
     let results = Results {
         inproc,
         http,
-        http_rounds,
+        http_windows,
         mem,
         stores,
         idle,
@@ -724,7 +724,7 @@ fn parse_wrk(out: &str) -> Result<Load> {
 /// Every (case, lib) over HTTP, each load window's result in order: the servers of a case
 /// take their windows in turn, so entry `i` of two libs of a case come from neighbouring
 /// windows and pair up.
-type HttpRounds = BTreeMap<(String, String), Vec<Load>>;
+type HttpWindows = BTreeMap<(String, String), Vec<Load>>;
 
 /// Every (case, lib) over HTTP: the median of each figure over the windows.
 type HttpMedians = BTreeMap<(String, String), Load>;
@@ -733,9 +733,9 @@ type HttpMedians = BTreeMap<(String, String), Load>;
 /// (fresh processes, on the same core) and load goes to one at a time, in windows that
 /// alternate between them (their order flipping from one window to the next), so a slow
 /// phase of the machine falls on each alike; several rounds, so no one process's luck
-/// decides. [`HttpRounds`], and the median of each figure over the windows.
-fn http_part(env: &Env, opts: &Opts, loadgen: &str) -> Result<(HttpMedians, HttpRounds)> {
-    let mut runs: HttpRounds = BTreeMap::new();
+/// decides. [`HttpWindows`], and the median of each figure over the windows.
+fn http_part(env: &Env, opts: &Opts, loadgen: &str) -> Result<(HttpMedians, HttpWindows)> {
+    let mut runs: HttpWindows = BTreeMap::new();
     let windows = opts.windows();
     let path = |case: &str| format!("/{case}");
     for round in 0..opts.rounds {
@@ -1088,7 +1088,7 @@ fn parse_annotate(text: &str) -> (u64, Vec<(f64, String)>) {
 struct Results {
     inproc: Vec<Value>,
     http: HttpMedians,
-    http_rounds: HttpRounds,
+    http_windows: HttpWindows,
     mem: Vec<Value>,
     stores: Vec<Value>,
     idle: Vec<Value>,
@@ -1158,7 +1158,7 @@ impl Results {
         (a, b): (&str, &str),
         ratio: fn(&Load, &Load) -> f64,
     ) -> Option<Paired> {
-        let windows = |lib: &str| self.http_rounds.get(&(case.to_owned(), lib.to_owned()));
+        let windows = |lib: &str| self.http_windows.get(&(case.to_owned(), lib.to_owned()));
         let (a, b) = (windows(a)?, windows(b)?);
         let ratios: Vec<f64> = a
             .iter()
@@ -1169,10 +1169,11 @@ impl Results {
         if ratios.is_empty() {
             return None;
         }
+        let pairs = ratios.len();
         let (q1, q3) = quartiles(ratios.clone());
         Some(Paired {
-            median: median(ratios.clone()),
-            quartiles: (ratios.len() >= 2).then_some((q1, q3)),
+            median: median(ratios),
+            quartiles: (pairs >= 2).then_some((q1, q3)),
         })
     }
 
@@ -1927,7 +1928,7 @@ Ir                  file:function
         let mut results = Results {
             inproc: Vec::new(),
             http: BTreeMap::new(),
-            http_rounds: BTreeMap::new(),
+            http_windows: BTreeMap::new(),
             mem: Vec::new(),
             stores: Vec::new(),
             idle: Vec::new(),
@@ -1936,9 +1937,9 @@ Ir                  file:function
         let key = |lib: &str| ("read".to_owned(), lib.to_owned());
         let libs = ("scs", "tower-sessions");
         let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
-        results.http_rounds.insert(key("scs"), vec![load(120.0)]);
+        results.http_windows.insert(key("scs"), vec![load(120.0)]);
         results
-            .http_rounds
+            .http_windows
             .insert(key("tower-sessions"), vec![load(100.0)]);
         let one = results.paired("read", libs, RPS).unwrap();
         assert!(close(one.median, 1.2) && one.quartiles.is_none());
@@ -1948,10 +1949,10 @@ Ir                  file:function
         let scs = [150.0, 90.0, 120.0, 100.0, 110.0];
         let tower = [100.0, 50.0, 100.0, 125.0, 100.0];
         results
-            .http_rounds
+            .http_windows
             .insert(key("scs"), scs.into_iter().map(load).collect());
         results
-            .http_rounds
+            .http_windows
             .insert(key("tower-sessions"), tower.into_iter().map(load).collect());
         for f in [RPS, CAPACITY] {
             let p = results.paired("read", libs, f).unwrap();
