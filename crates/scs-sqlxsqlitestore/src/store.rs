@@ -281,9 +281,17 @@ fn file_options(options: SqliteConnectOptions) -> SqliteConnectOptions {
         .busy_timeout(BUSY_TIMEOUT)
 }
 
+/// The pool of a database this crate opens. Connections are not tested before each
+/// statement (`test_before_acquire(false)`): an SQLite connection is a handle on a local
+/// file, not a socket that can go stale while idle, and sqlx's test is a ping through the
+/// connection's worker thread, one more hop per store call.
+fn pool_options() -> SqlitePoolOptions {
+    SqlitePoolOptions::new().test_before_acquire(false)
+}
+
 /// One connection that is never closed: an in-memory database lives as long as it.
 fn memory_pool_options() -> SqlitePoolOptions {
-    SqlitePoolOptions::new()
+    pool_options()
         .max_connections(1)
         .min_connections(1)
         .idle_timeout(None)
@@ -319,8 +327,9 @@ impl SqlxSqliteStore {
     }
 
     /// Opens (creating it if missing) a database file with the defaults: WAL mode,
-    /// `synchronous=NORMAL`, a 5 s busy timeout, sqlx's default pool, table `sessions`,
-    /// cleanup as in [`new`](Self::new).
+    /// `synchronous=NORMAL`, a 5 s busy timeout, sqlx's default pool except that
+    /// connections are not pinged before each statement (a local file's connection does
+    /// not go stale), table `sessions`, cleanup as in [`new`](Self::new).
     ///
     /// # Errors
     /// [`ErrorKind::Connection`] when the file cannot be opened.
@@ -330,7 +339,7 @@ impl SqlxSqliteStore {
                 .filename(path)
                 .create_if_missing(true),
         );
-        let pool = SqlitePoolOptions::new()
+        let pool = pool_options()
             .connect_with(options)
             .await
             .map_err(|e| sqlx_error("opening the database file", e))?;
@@ -370,9 +379,7 @@ impl SqlxSqliteStore {
                 } else {
                     options.create_if_missing(true)
                 };
-                SqlitePoolOptions::new()
-                    .connect_with(file_options(options))
-                    .await
+                pool_options().connect_with(file_options(options)).await
             }
         }
         .map_err(|e| sqlx_error("opening the database", e))?;
@@ -951,6 +958,28 @@ mod tests {
         assert_eq!(err.backend(), Some(BACKEND));
         assert_eq!(err.message(), "finding a session");
         assert!(std::error::Error::source(&err).is_some());
+    }
+
+    /// The pools this crate opens hand out connections without a ping first (one worker
+    /// hop less per store call); a pool the caller built keeps its own setting.
+    #[tokio::test]
+    async fn opened_pools_do_not_ping_before_each_statement() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = SqlxSqliteStore::open(dir.path().join("a.db"))
+            .await
+            .unwrap();
+        let url = format!("sqlite://{}", dir.path().join("b.db").display());
+        let from_url = SqlxSqliteStore::from_url(&url).await.unwrap();
+        let memory = SqlxSqliteStore::open_in_memory().await.unwrap();
+        for store in [&file, &from_url, &memory] {
+            assert!(!store.pool().options().get_test_before_acquire());
+        }
+        let own = SqlitePoolOptions::new()
+            .connect_with(SqliteConnectOptions::new().in_memory(true))
+            .await
+            .unwrap();
+        let store = SqlxSqliteStore::new(own);
+        assert!(store.pool().options().get_test_before_acquire());
     }
 
     /// On a current-thread runtime, a ticker keeps ticking while large commits and finds
