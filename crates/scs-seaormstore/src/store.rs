@@ -8,8 +8,8 @@ use scs_core::{
 use scs_tokio::CleanupTask;
 use sea_orm::sea_query::{Alias, ColumnDef, Expr, ExprTrait, Index, OnConflict, Query, Table};
 use sea_orm::{
-    ActiveValue, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    QueryTrait, RuntimeErr, SqlErr, Statement,
+    ActiveValue, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, QueryTrait, RuntimeErr, SqlErr, Statement,
 };
 
 use crate::BACKEND;
@@ -237,6 +237,18 @@ fn check_url(url: &str) -> Result<()> {
     }
 }
 
+/// How long a pooled connection may sit idle before [`SeaOrmStore::from_url`]'s pool pings
+/// it on checkout: long enough that a busy pool never pings, short enough that a connection
+/// a server, proxy or firewall dropped while idle is found before a statement meets it.
+pub const IDLE_BEFORE_PING: Duration = Duration::from_secs(10);
+
+/// The options [`SeaOrmStore::from_url`] connects with.
+fn connect_options(url: &str) -> ConnectOptions {
+    let mut options = ConnectOptions::new(url);
+    options.test_before_acquire_if_idle_for(IDLE_BEFORE_PING);
+    options
+}
+
 impl SeaOrmStore {
     /// A store on `db` with the defaults: the table `sessions`, and a cleanup task every
     /// five minutes when called inside a Tokio runtime (outside one there is no task;
@@ -260,15 +272,18 @@ impl SeaOrmStore {
         }
     }
 
-    /// Connects with SeaORM's default options (`postgres://`, `mysql://`, `mariadb://` or
-    /// `sqlite:`) and builds a store with the defaults (see [`new`](Self::new)).
+    /// Connects (`postgres://`, `mysql://`, `mariadb://` or `sqlite:`) with SeaORM's default
+    /// options but one: a pooled connection is pinged before use only once it has sat idle
+    /// for [`IDLE_BEFORE_PING`] (SeaORM's default pings before every statement, a second
+    /// round trip on each store call; a connection in steady use is known to be alive).
+    /// Builds a store with the defaults (see [`new`](Self::new)).
     ///
     /// # Errors
     /// [`ErrorKind::Config`] when the URL is malformed or of another database;
     /// [`ErrorKind::Connection`] when the database cannot be reached.
     pub async fn from_url(url: &str) -> Result<Self> {
         check_url(url)?;
-        let db = Database::connect(url)
+        let db = Database::connect(connect_options(url))
             .await
             .map_err(|e| map_err(e, "connecting to the database"))?;
         Ok(Self::new(db))
@@ -708,6 +723,17 @@ impl IterableStore for SeaOrmStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `from_url`'s pool pings only connections idle for a while, not one per statement.
+    #[test]
+    fn from_url_pings_only_idle_connections() {
+        let options = connect_options("postgres://127.0.0.1/test");
+        assert!(!options.get_test_before_acquire());
+        assert_eq!(
+            options.get_test_before_acquire_if_idle_for(),
+            Some(IDLE_BEFORE_PING)
+        );
+    }
 
     #[tokio::test]
     async fn malformed_urls_are_config_errors() {
