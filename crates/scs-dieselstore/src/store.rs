@@ -9,8 +9,10 @@ use diesel::result::{ConnectionError, DatabaseErrorKind, Error as DieselError};
 use diesel::serialize::ToSql;
 use diesel::sql_types::{BigInt, Binary, HasSqlType, Text, Untyped};
 use diesel::{OptionalExtension, QueryResult, QueryableByName};
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::deadpool::{Pool, PoolError};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::{AsyncMysqlConnection, AsyncPgConnection, RunQueryDsl};
 use scs_core::time::OffsetDateTime;
 use scs_core::{
@@ -589,7 +591,9 @@ impl DieselStore {
 
     /// A deadpool pool with default options for a `postgres://` or `mysql://` (or
     /// `mariadb://`) URL, and a store with the defaults on it (see [`new`](Self::new)).
-    /// Connections are opened on first use.
+    /// Connections are opened on first use. With PostgreSQL a pooled connection is handed
+    /// out without a test query first (a closed one never is); with MySQL, diesel-async's
+    /// default `SELECT 1` on checkout stays (its driver does not tell a closed connection).
     ///
     /// # Errors
     /// [`ErrorKind::Config`] when the URL is malformed or of another database.
@@ -682,7 +686,14 @@ fn pool_from_url(url: &str) -> Result<DieselPool> {
         Some("postgres" | "postgresql") => {
             url.parse::<tokio_postgres::Config>()
                 .map_err(|e| bad_url(Box::new(e)))?;
-            let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+            // No `SELECT 1` before each checkout (diesel-async's default), a second round
+            // trip on every store call: a PostgreSQL connection whose client has closed (the
+            // server or the network dropped it) counts as broken and is never handed out,
+            // and one that breaks mid-statement fails that statement either way.
+            let mut config = ManagerConfig::default();
+            config.recycling_method = RecyclingMethod::Fast;
+            let manager =
+                AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
             Ok(Pool::builder(manager).build().map_err(build_err)?.into())
         }
         Some(scheme @ ("mysql" | "mariadb")) => {
