@@ -21,15 +21,7 @@ use crate::{Opts, Result, emit, runtime};
 /// Live sessions each store holds during the run; operations cycle through them.
 const KEYS: usize = 256;
 /// How long to wait for a server before listing it as down.
-#[cfg_attr(
-    not(any(
-        feature = "redis",
-        feature = "postgres",
-        feature = "tokio-postgres",
-        feature = "mysql"
-    )),
-    allow(dead_code)
-)]
+#[cfg_attr(not(feature = "net"), allow(dead_code))]
 const CONNECT: Duration = Duration::from_secs(5);
 
 struct Fixture {
@@ -144,9 +136,58 @@ pub(crate) fn main(opts: &Opts) -> Result<()> {
         sqlite::run(&Fixture::new(ops)?).await?;
         #[cfg(not(feature = "sqlite"))]
         skipped("sqlite", "scs-bench built without the `sqlite` feature");
+        // The stores whose parts live in `stores/<crate>.rs`.
+        macro_rules! part {
+            ($feature:literal, $module:ident) => {
+                #[cfg(feature = $feature)]
+                $module::run(&Fixture::new(ops)?).await?;
+                #[cfg(not(feature = $feature))]
+                skipped(
+                    $feature,
+                    concat!("scs-bench built without the `", $feature, "` feature"),
+                );
+            };
+        }
+        part!("fred", fredstore);
+        part!("memcached", memcachedstore);
+        part!("etcd", etcdstore);
+        part!("nats", natsstore);
+        part!("mongo", mongostore);
+        part!("diesel", dieselstore);
+        part!("seaorm", seaormstore);
+        part!("sled", sledstore);
+        part!("redb", redbstore);
+        part!("fjall", fjallstore);
+        part!("leveldb", leveldbstore);
+        part!("sqlx-sqlite", sqlxsqlitestore);
         Ok(())
     })
 }
+
+#[cfg(feature = "diesel")]
+mod dieselstore;
+#[cfg(feature = "etcd")]
+mod etcdstore;
+#[cfg(feature = "fjall")]
+mod fjallstore;
+#[cfg(feature = "fred")]
+mod fredstore;
+#[cfg(feature = "leveldb")]
+mod leveldbstore;
+#[cfg(feature = "memcached")]
+mod memcachedstore;
+#[cfg(feature = "mongo")]
+mod mongostore;
+#[cfg(feature = "nats")]
+mod natsstore;
+#[cfg(feature = "redb")]
+mod redbstore;
+#[cfg(feature = "seaorm")]
+mod seaormstore;
+#[cfg(feature = "sled")]
+mod sledstore;
+#[cfg(feature = "sqlx-sqlite")]
+mod sqlxsqlitestore;
 
 // ---------------------------------------------------------------------------------------
 // Memory: no driver; the raw side is a plain map behind one lock.
@@ -204,29 +245,13 @@ async fn memory(fx: &Fixture) -> Result<()> {
 
 /// A TCP relay on 127.0.0.1 that counts round trips: each time the client sends after the
 /// server last spoke (or first) is one.
-#[cfg_attr(
-    not(any(
-        feature = "redis",
-        feature = "postgres",
-        feature = "tokio-postgres",
-        feature = "mysql"
-    )),
-    allow(dead_code)
-)]
+#[cfg_attr(not(feature = "net"), allow(dead_code))]
 struct Proxy {
     port: u16,
     trips: Arc<AtomicU64>,
 }
 
-#[cfg_attr(
-    not(any(
-        feature = "redis",
-        feature = "postgres",
-        feature = "tokio-postgres",
-        feature = "mysql"
-    )),
-    allow(dead_code)
-)]
+#[cfg_attr(not(feature = "net"), allow(dead_code))]
 impl Proxy {
     async fn start(upstream: String) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -305,15 +330,7 @@ async fn pump(
 
 /// `url` with its `host:port` replaced, and the `host:port` it had (`default_port` when it
 /// named none).
-#[cfg_attr(
-    not(any(
-        feature = "redis",
-        feature = "postgres",
-        feature = "tokio-postgres",
-        feature = "mysql"
-    )),
-    allow(dead_code)
-)]
+#[cfg_attr(not(feature = "net"), allow(dead_code))]
 fn redirect(url: &str, default_port: u16, new_host_port: &str) -> Option<(String, String)> {
     let start = url.find("://")? + 3;
     let end = url[start..]
@@ -332,7 +349,12 @@ fn redirect(url: &str, default_port: u16, new_host_port: &str) -> Option<(String
 
 /// `url` with `params` added to its query string.
 #[cfg_attr(
-    not(any(feature = "postgres", feature = "tokio-postgres")),
+    not(any(
+        feature = "postgres",
+        feature = "tokio-postgres",
+        feature = "diesel",
+        feature = "seaorm"
+    )),
     allow(dead_code)
 )]
 fn with_params(url: &str, params: &str) -> String {
@@ -343,7 +365,12 @@ fn with_params(url: &str, params: &str) -> String {
 /// A PostgreSQL `url` whose connections use `schema` (`search_path`), where the store's
 /// default `sessions` table then lives: `from_url` builds the store with that table name.
 #[cfg_attr(
-    not(any(feature = "postgres", feature = "tokio-postgres")),
+    not(any(
+        feature = "postgres",
+        feature = "tokio-postgres",
+        feature = "diesel",
+        feature = "seaorm"
+    )),
     allow(dead_code)
 )]
 fn in_schema(url: &str, schema: &str) -> String {
@@ -352,7 +379,13 @@ fn in_schema(url: &str, schema: &str) -> String {
 
 /// A proxy in front of the server of `url`, and `url` pointed at it.
 #[cfg_attr(
-    not(any(feature = "postgres", feature = "tokio-postgres", feature = "mysql")),
+    not(any(
+        feature = "pair",
+        feature = "fred",
+        feature = "memcached",
+        feature = "etcd",
+        feature = "nats"
+    )),
     allow(dead_code)
 )]
 async fn proxied(url: &str, default_port: u16) -> Result<(Proxy, String)> {
@@ -365,10 +398,7 @@ async fn proxied(url: &str, default_port: u16) -> Result<(Proxy, String)> {
 
 /// Latency next to the raw driver, then round trips of each through a proxy: `store` and
 /// `raw` are the direct pair, `pstore` and `praw` the pair through `proxy`.
-#[cfg_attr(
-    not(any(feature = "postgres", feature = "tokio-postgres", feature = "mysql")),
-    allow(dead_code)
-)]
+#[cfg_attr(not(feature = "pair"), allow(dead_code))]
 async fn measure_pair<'a, S, R, FR, FRF, CR, CRF, W>(
     fx: &'a Fixture,
     direct: (&'a S, &'a R),
@@ -470,10 +500,7 @@ where
 }
 
 /// Fills in the fields every store row has.
-#[cfg_attr(
-    not(any(feature = "postgres", feature = "tokio-postgres", feature = "mysql")),
-    allow(dead_code)
-)]
+#[cfg_attr(not(feature = "pair"), allow(dead_code))]
 fn store_row(mut row: Json, store: &str, raw: &str, note: &str) -> Json {
     row["part"] = "store".into();
     row["store"] = store.into();
@@ -486,7 +513,15 @@ fn store_row(mut row: Json, store: &str, raw: &str, note: &str) -> Json {
 
 /// Why a server is listed as down, or `None` when `connect` answered in time.
 #[cfg_attr(
-    not(any(feature = "postgres", feature = "tokio-postgres", feature = "mysql")),
+    not(any(
+        feature = "postgres",
+        feature = "tokio-postgres",
+        feature = "mysql",
+        feature = "diesel",
+        feature = "seaorm",
+        feature = "etcd",
+        feature = "nats"
+    )),
     allow(dead_code)
 )]
 async fn down<T, E: std::fmt::Display>(
@@ -512,10 +547,7 @@ async fn down<T, E: std::fmt::Display>(
 /// connections to the same PostgreSQL measured 25 µs on one and 100 µs on the other, with
 /// the raw driver on both, while pinned both gave 21 µs. Pinned, store and raw driver are
 /// timed under the same conditions.
-#[cfg_attr(
-    not(any(feature = "postgres", feature = "tokio-postgres", feature = "mysql")),
-    allow(dead_code)
-)]
+#[cfg_attr(not(feature = "pair"), allow(dead_code))]
 struct Pinning {
     /// This process's core, when it is pinned to exactly one (`cargo xtask bench` runs the
     /// part under `taskset`).
@@ -524,10 +556,7 @@ struct Pinning {
     moved: Vec<(u32, String)>,
 }
 
-#[cfg_attr(
-    not(any(feature = "postgres", feature = "tokio-postgres", feature = "mysql")),
-    allow(dead_code)
-)]
+#[cfg_attr(not(feature = "pair"), allow(dead_code))]
 impl Pinning {
     fn new() -> Self {
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -580,10 +609,7 @@ impl Drop for Pinning {
 }
 
 /// The CPU list of process or thread `id`, as `taskset -cp` prints it.
-#[cfg_attr(
-    not(any(feature = "postgres", feature = "tokio-postgres", feature = "mysql")),
-    allow(dead_code)
-)]
+#[cfg_attr(not(feature = "pair"), allow(dead_code))]
 fn affinity(id: u32) -> Option<String> {
     let out = std::process::Command::new("taskset")
         .args(["-cp", &id.to_string()])
@@ -595,10 +621,7 @@ fn affinity(id: u32) -> Option<String> {
 }
 
 /// Runs `taskset` quietly; true when it succeeded.
-#[cfg_attr(
-    not(any(feature = "postgres", feature = "tokio-postgres", feature = "mysql")),
-    allow(dead_code)
-)]
+#[cfg_attr(not(feature = "pair"), allow(dead_code))]
 fn taskset(args: &[&str]) -> bool {
     std::process::Command::new("taskset")
         .args(args)
@@ -720,7 +743,12 @@ mod redis {
 
 /// The backend processes of the current database's client connections: the bench's own
 /// (anything else connected to it meanwhile is moved and put back too).
-#[cfg(any(feature = "postgres", feature = "tokio-postgres"))]
+#[cfg(any(
+    feature = "postgres",
+    feature = "tokio-postgres",
+    feature = "diesel",
+    feature = "seaorm"
+))]
 const PG_BACKENDS: &str = "SELECT pid FROM pg_stat_activity \
     WHERE datname = current_database() AND backend_type = 'client backend'";
 

@@ -48,17 +48,30 @@ Builds scs-bench (release) and prints the benchmark report, also written to
                  with any profile, the HTTP servers' instructions per request are
                  counted under callgrind too (about a minute)
 
-environment: SCS_REDIS_URL, SCS_POSTGRES_URL (the servers of the per-store part; a server
-that does not answer is listed as skipped), CARGO_TARGET_DIR.
+environment: SCS_REDIS_URL, SCS_POSTGRES_URL, SCS_MYSQL_URL, SCS_MEMCACHED_URL,
+SCS_ETCD_URL, SCS_NATS_URL, SCS_MONGODB_URL (the servers of the per-store part, each with
+its local default; a server that does not answer is listed as skipped), CARGO_TARGET_DIR.
 ";
 
 /// Store features of scs-bench and the crate each needs.
-const STORES: [(&str, &str); 5] = [
+const STORES: [(&str, &str); 17] = [
     ("redis", "scs-redisstore"),
     ("postgres", "scs-pgstore"),
     ("tokio-postgres", "scs-tokiopgstore"),
     ("mysql", "scs-mysqlstore"),
     ("sqlite", "scs-sqlitestore"),
+    ("fred", "scs-fredstore"),
+    ("memcached", "scs-memcachedstore"),
+    ("etcd", "scs-etcdstore"),
+    ("nats", "scs-natsstore"),
+    ("mongo", "scs-mongostore"),
+    ("diesel", "scs-dieselstore"),
+    ("seaorm", "scs-seaormstore"),
+    ("sled", "scs-sledstore"),
+    ("redb", "scs-redbstore"),
+    ("fjall", "scs-fjallstore"),
+    ("leveldb", "scs-leveldbstore"),
+    ("sqlx-sqlite", "scs-sqlxsqlitestore"),
 ];
 
 const CASES: [(&str, &str); 4] = [
@@ -433,7 +446,9 @@ fn build(root: &Path, out: &Path) -> Result<(Vec<String>, BTreeMap<String, Strin
     let run = |features: &[String], log: Option<&Path>| -> Result<bool> {
         let mut cmd = cargo();
         cmd.args(["build", "--release", "-p", "scs-bench"])
-            .current_dir(root);
+            .current_dir(root)
+            // etcd-client's build script needs protoc: the vendored one, unless set.
+            .envs(crate::protoc_env()?);
         if !features.is_empty() {
             cmd.arg("--features").arg(features.join(","));
         }
@@ -1609,14 +1624,16 @@ fn render(
     let _ = writeln!(
         w,
         "Latency in µs (p50 / p99) of `find` and `commit` of a live session through the store, \
-         next to the same statement sent with the raw driver, interleaved in blocks of 50, \
-         with the server's workers for these connections (PostgreSQL backends, MariaDB \
-         connection threads; Redis serves both sides from one process) pinned to the bench's \
-         core while timed and put back afterwards: left to the kernel, a worker on the client's core answered \
-         in about 20 µs and one on the other core in about 100 µs, whichever library sent the \
-         statement, so unpinned ratios swung by 3× between runs. \
-         Round trips counted on the wire by a relaying proxy on 127.0.0.1 (the client speaking \
-         again after the server answered).\n"
+         next to the same operation sent with the raw driver the store is built on, \
+         interleaved in blocks of 50. For PostgreSQL and MariaDB, the server's workers for \
+         these connections (backend processes, connection threads) are pinned to the bench's \
+         core while timed and put back afterwards: left to the kernel, a worker on the \
+         client's core answered in about 20 µs and one on the other core in about 100 µs, \
+         whichever library sent the statement, so unpinned ratios swung by 3× between runs; \
+         the other servers serve both sides from one process and are not pinned (each row's \
+         note says). Embedded stores run in this process. Round trips counted on the wire by \
+         a relaying proxy on 127.0.0.1 (the client speaking again after the server \
+         answered).\n"
     );
     let _ = writeln!(
         w,
@@ -1673,7 +1690,7 @@ fn render(
         let _ = writeln!(
             w,
             "\nThe sqlx stores next to the same statements through sqlx's own pool (acquire, \
-             run, release; `test_before_acquire(false)` as the store's `from_url` sets it), \
+             run, release; `test_before_acquire(false)`, as the stores build their own pools), \
              measured the same way: what is left when the pool's own cost is taken out.\n"
         );
         let _ = writeln!(

@@ -1,0 +1,137 @@
+//! memcached. The raw side is one async-memcached `Client` sending the data command the
+//! store sends for a plain `find` / `commit`: `mg <prefix><key> v c`, and
+//! `set <prefix><key>` with the store's value (the expiry in unix ms, 8 bytes big-endian,
+//! then the session bytes) and its `exptime` (whole seconds rounded up, plus one). The
+//! store also takes a connection from its deadpool pool for every call, whose recycle
+//! check sends `version` first: that round trip is the store's, not the raw side's.
+
+use scs_memcachedstore::MemcachedStore;
+use scs_memcachedstore::async_memcached::{AsciiProtocol as _, Client, MetaProtocol as _};
+use tokio::sync::Mutex;
+
+use super::*;
+
+/// Apart from the conformance tests' per-trial prefixes.
+const PREFIX: &str = "scs-bench:";
+
+/// memcached's port when the URL names none.
+const PORT: u16 = 11211;
+
+/// A single connection: the driver's calls take `&mut`.
+type Raw = Mutex<Client>;
+
+/// The store on `from_url`'s pool (under [`PREFIX`]) and a raw client, both connected.
+async fn open(url: &str) -> Result<(MemcachedStore, Raw)> {
+    let pool = MemcachedStore::from_url(url).await?.pool().clone();
+    let store = MemcachedStore::builder(pool).prefix(PREFIX).build()?;
+    // The URL's `host:port`, as the driver's DSN (TCP only).
+    let (_, upstream) = redirect(url, PORT, "").ok_or("bad memcached URL")?;
+    let client = Client::new(format!("tcp://{upstream}")).await?;
+    Ok((store, Mutex::new(client)))
+}
+
+async fn connect(url: &str) -> Result<(MemcachedStore, Raw)> {
+    tokio::time::timeout(CONNECT, open(url))
+        .await
+        .map_err(|_| "timed out")?
+}
+
+fn millis(t: OffsetDateTime) -> u64 {
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+async fn raw_get(raw: &Raw, key: &str) -> Result<()> {
+    let found = raw
+        .lock()
+        .await
+        .meta_get(format!("{PREFIX}{key}"), false, None, Some(&["v", "c"]))
+        .await?;
+    std::hint::black_box(found.and_then(|v| v.data));
+    Ok(())
+}
+
+async fn raw_set(raw: &Raw, key: &str, fx: &Fixture) -> Result<()> {
+    let expiry = millis(fx.expiry);
+    let now = millis(OffsetDateTime::now_utc());
+    let ttl = i64::try_from(expiry.saturating_sub(now).div_ceil(1000) + 1)?;
+    let value = [&expiry.to_be_bytes()[..], &fx.data].concat();
+    raw.lock()
+        .await
+        .set(format!("{PREFIX}{key}"), &value[..], Some(ttl), None)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn run(fx: &Fixture) -> Result<()> {
+    let url = std::env::var("SCS_MEMCACHED_URL").unwrap_or("memcache://127.0.0.1:11211".into());
+    let (store, raw) = match connect(&url).await {
+        Ok(c) => c,
+        Err(e) => {
+            skipped("memcached", format!("server down at {url}: {e}"));
+            return Ok(());
+        }
+    };
+    let row = measure(fx, &url, &store, &raw).await;
+    // memcached cannot list keys: each one the run wrote (the raw side's are the same).
+    for key in &fx.keys {
+        store.delete(key).await?;
+    }
+    let (find, commit, rt) = row?;
+    emit(&json!({
+        "part": "store",
+        "store": "memcached",
+        "status": "ok",
+        "raw": "async-memcached Client: mg <key> v c / set <key> (the store's value: \
+            expiry ++ data, and exptime)",
+        "find": find,
+        "commit": commit,
+        "rt": rt,
+        "note": "store: MemcachedStore::from_url's pool (deadpool, default size; its recycle \
+            sends `version` on every checkout, so each call is version + mg or version + set: \
+            2 round trips), rebuilt with builder().prefix(..); the store also checks the \
+            expiry in the value on find and runs each call under its 3 s timeout; raw: one \
+            Client behind a Mutex; one server process for both sides, not pinned",
+    }));
+    Ok(())
+}
+
+async fn measure(
+    fx: &Fixture,
+    url: &str,
+    store: &MemcachedStore,
+    raw: &Raw,
+) -> Result<(Json, Json, Json)> {
+    fx.fill(store).await?;
+    let (s, r) = (store, raw);
+    let find = compare(
+        fx.ops,
+        |i| async move {
+            std::hint::black_box(s.find(fx.key(i)).await?);
+            Ok(())
+        },
+        |i| raw_get(r, fx.key(i)),
+    )
+    .await?;
+    let commit = compare(
+        fx.ops,
+        |i| async move { Ok(s.commit(fx.key(i), &fx.data, fx.expiry).await?) },
+        |i| raw_set(r, fx.key(i), fx),
+    )
+    .await?;
+
+    let (proxy, proxied) = proxied(url, PORT).await?;
+    let (ps, pr) = connect(&proxied).await?;
+    let (ps, pr) = (&ps, &pr);
+    let n = fx.ops.min(500);
+    let rt = json!({
+        "find": [
+            proxy.per_call(n, |i| async move { ps.find(fx.key(i)).await.map(drop).map_err(Into::into) }).await?,
+            proxy.per_call(n, |i| raw_get(pr, fx.key(i))).await?,
+        ],
+        "commit": [
+            proxy.per_call(n, |i| async move { Ok(ps.commit(fx.key(i), &fx.data, fx.expiry).await?) }).await?,
+            proxy.per_call(n, |i| raw_set(pr, fx.key(i), fx)).await?,
+        ],
+    });
+    Ok((find, commit, rt))
+}
