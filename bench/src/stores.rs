@@ -102,6 +102,72 @@ where
     }))
 }
 
+/// [`compare`] of the store's `find` and `commit` (of `fx`'s keys and session) against
+/// `raw_find` and `raw_commit`, the same operations sent with the raw driver:
+/// `(find, commit)`.
+async fn against<S, RF, RFF, RC, RCF>(
+    fx: &Fixture,
+    store: &S,
+    raw_find: RF,
+    raw_commit: RC,
+) -> Result<(Json, Json)>
+where
+    S: Store,
+    RF: FnMut(usize) -> RFF,
+    RFF: Future<Output = Result<()>>,
+    RC: FnMut(usize) -> RCF,
+    RCF: Future<Output = Result<()>>,
+{
+    let find = compare(
+        fx.ops,
+        |i| async move {
+            std::hint::black_box(store.find(fx.key(i)).await?);
+            Ok(())
+        },
+        raw_find,
+    )
+    .await?;
+    let commit = compare(
+        fx.ops,
+        |i| async move { Ok(store.commit(fx.key(i), &fx.data, fx.expiry).await?) },
+        raw_commit,
+    )
+    .await?;
+    Ok((find, commit))
+}
+
+/// Runs `f` on Tokio's blocking pool, as the embedded stores run their engine calls.
+#[cfg_attr(
+    not(any(
+        feature = "sled",
+        feature = "redb",
+        feature = "fjall",
+        feature = "leveldb"
+    )),
+    allow(dead_code)
+)]
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+/// The session bytes of a stored entry (`scs_core::entry`'s layout) while it is live, as
+/// an embedded store's `find` answers them.
+#[cfg_attr(
+    not(any(
+        feature = "sled",
+        feature = "redb",
+        feature = "fjall",
+        feature = "leveldb"
+    )),
+    allow(dead_code)
+)]
+fn live(value: &[u8], backend: &'static str) -> Result<Option<Vec<u8>>> {
+    let (header, data) = scs_core::entry::decode(value, backend)?;
+    Ok(header
+        .is_live(scs_core::entry::now_ms())
+        .then(|| data.to_vec()))
+}
+
 fn skipped(store: &str, reason: impl std::fmt::Display) {
     emit(
         &json!({ "part": "store", "store": store, "status": "skipped", "reason": reason.to_string() }),
@@ -204,22 +270,14 @@ async fn memory(fx: &Fixture) -> Result<()> {
             .collect(),
     );
     let (store, raw) = (&store, &raw);
-    let find = compare(
-        fx.ops,
-        |i| async move {
-            std::hint::black_box(store.find(fx.key(i)).await?);
-            Ok(())
-        },
+    let (find, commit) = against(
+        fx,
+        store,
         |i| async move {
             let map = raw.read().map_err(|_| "poisoned")?;
             std::hint::black_box(map.get(fx.key(i)).cloned());
             Ok(())
         },
-    )
-    .await?;
-    let commit = compare(
-        fx.ops,
-        |i| async move { Ok(store.commit(fx.key(i), &fx.data, fx.expiry).await?) },
         |i| async move {
             let mut map = raw.write().map_err(|_| "poisoned")?;
             map.insert(fx.key(i).to_owned(), fx.data.clone());
@@ -426,21 +484,7 @@ where
     }
     let mut pinning = Pinning::new();
     pinning.pin(&workers.await?);
-    let find = compare(
-        fx.ops,
-        |i| async move {
-            std::hint::black_box(s.find(fx.key(i)).await?);
-            Ok(())
-        },
-        |i| rf(c, fx.key(i)),
-    )
-    .await?;
-    let commit = compare(
-        fx.ops,
-        |i| async move { Ok(s.commit(fx.key(i), &fx.data, fx.expiry).await?) },
-        |i| rc(c, fx.key(i)),
-    )
-    .await?;
+    let (find, commit) = against(fx, s, |i| rf(c, fx.key(i)), |i| rc(c, fx.key(i))).await?;
     let pinned = pinning.note();
     drop(pinning);
     let (ps, pc, proxy) = through;
@@ -481,18 +525,10 @@ where
     }
     let mut pinning = Pinning::new();
     pinning.pin(&workers.await?);
-    let find = compare(
-        fx.ops,
-        |i| async move {
-            std::hint::black_box(store.find(fx.key(i)).await?);
-            Ok(())
-        },
+    let (find, commit) = against(
+        fx,
+        store,
         |i| pool_find(fx.key(i)),
-    )
-    .await?;
-    let commit = compare(
-        fx.ops,
-        |i| async move { Ok(store.commit(fx.key(i), &fx.data, fx.expiry).await?) },
         |i| pool_commit(fx.key(i)),
     )
     .await?;

@@ -137,18 +137,10 @@ async fn measure(
         raw_put(raw, key, fx).await?;
     }
     let (s, r) = (store, raw);
-    let find = compare(
-        fx.ops,
-        |i| async move {
-            std::hint::black_box(s.find(fx.key(i)).await?);
-            Ok(())
-        },
+    let (find, commit) = against(
+        fx,
+        s,
         |i| raw_get(r, fx.key(i)),
-    )
-    .await?;
-    let commit = compare(
-        fx.ops,
-        |i| async move { Ok(s.commit(fx.key(i), &fx.data, fx.expiry).await?) },
         |i| raw_put(r, fx.key(i), fx),
     )
     .await?;

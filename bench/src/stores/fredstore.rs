@@ -92,18 +92,10 @@ async fn measure(
     fx.fill(store).await?;
     let (s, c) = (store, client);
     // Not pinned: both sides talk to the one server process (see the redis part).
-    let find = compare(
-        fx.ops,
-        |i| async move {
-            std::hint::black_box(s.find(fx.key(i)).await?);
-            Ok(())
-        },
+    let (find, commit) = against(
+        fx,
+        s,
         |i| raw_get(c, fx.key(i)),
-    )
-    .await?;
-    let commit = compare(
-        fx.ops,
-        |i| async move { Ok(s.commit(fx.key(i), &fx.data, fx.expiry).await?) },
         |i| raw_set(c, fx.key(i), fx),
     )
     .await?;

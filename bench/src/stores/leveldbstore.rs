@@ -40,19 +40,13 @@ async fn measure(fx: &Fixture, dir: &std::path::Path) -> Result<Json> {
     let raw_find = |key: String| {
         let db = Arc::clone(&db);
         async move {
-            tokio::task::spawn_blocking(move || -> Result<()> {
+            blocking(move || {
                 let value = db.lock().map_err(|_| "poisoned")?.get(&full_key(&key));
-                let data = match value {
-                    Some(value) => {
-                        let (header, data) = entry::decode(&value, "leveldb")?;
-                        header.is_live(entry::now_ms()).then(|| data.to_vec())
-                    }
-                    None => None,
-                };
+                let data = value.map(|v| live(&v, "leveldb")).transpose()?.flatten();
                 std::hint::black_box(data);
                 Ok(())
             })
-            .await?
+            .await
         }
     };
     let expiry_ms = entry::unix_ms(fx.expiry);
@@ -61,28 +55,20 @@ async fn measure(fx: &Fixture, dir: &std::path::Path) -> Result<Json> {
         // A new version per write, as the store gives one.
         let value = entry::encode(expiry_ms, scs_core::new_version(), &fx.data);
         async move {
-            tokio::task::spawn_blocking(move || -> Result<()> {
+            blocking(move || {
                 let mut batch = WriteBatch::default();
                 batch.put(&full_key(&key), &value);
                 db.lock().map_err(|_| "poisoned")?.write(batch, true)?;
                 Ok(())
             })
-            .await?
+            .await
         }
     };
     let s = &store;
-    let find = compare(
-        fx.ops,
-        |i| async move {
-            std::hint::black_box(s.find(fx.key(i)).await?);
-            Ok(())
-        },
+    let (find, commit) = against(
+        fx,
+        s,
         |i| raw_find(fx.key(i).to_owned()),
-    )
-    .await?;
-    let commit = compare(
-        fx.ops,
-        |i| async move { Ok(s.commit(fx.key(i), &fx.data, fx.expiry).await?) },
         |i| raw_commit(fx.key(i).to_owned()),
     )
     .await?;

@@ -103,18 +103,10 @@ async fn measure(
 ) -> Result<(Json, Json, Json)> {
     fx.fill(store).await?;
     let (s, r) = (store, raw);
-    let find = compare(
-        fx.ops,
-        |i| async move {
-            std::hint::black_box(s.find(fx.key(i)).await?);
-            Ok(())
-        },
+    let (find, commit) = against(
+        fx,
+        s,
         |i| raw_get(r, fx.key(i)),
-    )
-    .await?;
-    let commit = compare(
-        fx.ops,
-        |i| async move { Ok(s.commit(fx.key(i), &fx.data, fx.expiry).await?) },
         |i| raw_set(r, fx.key(i), fx),
     )
     .await?;

@@ -33,20 +33,18 @@ async fn measure(fx: &Fixture, path: &std::path::Path) -> Result<Json> {
     let raw_find = |key: String| {
         let db = Arc::clone(&db);
         async move {
-            tokio::task::spawn_blocking(move || -> Result<()> {
+            blocking(move || {
                 let txn = db.begin_read()?;
                 let table = txn.open_table(TABLE)?;
-                let data = match table.get(key.as_str())? {
-                    Some(value) => {
-                        let (header, data) = entry::decode(value.value(), "redb")?;
-                        header.is_live(entry::now_ms()).then(|| data.to_vec())
-                    }
-                    None => None,
-                };
+                let data = table
+                    .get(key.as_str())?
+                    .map(|v| live(v.value(), "redb"))
+                    .transpose()?
+                    .flatten();
                 std::hint::black_box(data);
                 Ok(())
             })
-            .await?
+            .await
         }
     };
     let expiry_ms = entry::unix_ms(fx.expiry);
@@ -55,7 +53,7 @@ async fn measure(fx: &Fixture, path: &std::path::Path) -> Result<Json> {
         // A new version per write, as the store gives one.
         let value = entry::encode(expiry_ms, scs_core::new_version(), &fx.data);
         async move {
-            tokio::task::spawn_blocking(move || -> Result<()> {
+            blocking(move || {
                 let txn = db.begin_write()?;
                 {
                     let mut table = txn.open_table(TABLE)?;
@@ -64,22 +62,14 @@ async fn measure(fx: &Fixture, path: &std::path::Path) -> Result<Json> {
                 txn.commit()?;
                 Ok(())
             })
-            .await?
+            .await
         }
     };
     let s = &store;
-    let find = compare(
-        fx.ops,
-        |i| async move {
-            std::hint::black_box(s.find(fx.key(i)).await?);
-            Ok(())
-        },
+    let (find, commit) = against(
+        fx,
+        s,
         |i| raw_find(fx.key(i).to_owned()),
-    )
-    .await?;
-    let commit = compare(
-        fx.ops,
-        |i| async move { Ok(s.commit(fx.key(i), &fx.data, fx.expiry).await?) },
         |i| raw_commit(fx.key(i).to_owned()),
     )
     .await?;

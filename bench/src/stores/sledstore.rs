@@ -32,18 +32,16 @@ async fn measure(fx: &Fixture, dir: &std::path::Path) -> Result<Json> {
     let raw_find = |key: String| {
         let tree = tree.clone();
         async move {
-            tokio::task::spawn_blocking(move || -> Result<()> {
-                let data = match tree.get(key)? {
-                    Some(value) => {
-                        let (header, data) = entry::decode(&value, "sled")?;
-                        header.is_live(entry::now_ms()).then(|| data.to_vec())
-                    }
-                    None => None,
-                };
+            blocking(move || {
+                let data = tree
+                    .get(key)?
+                    .map(|v| live(&v, "sled"))
+                    .transpose()?
+                    .flatten();
                 std::hint::black_box(data);
                 Ok(())
             })
-            .await?
+            .await
         }
     };
     let expiry_ms = entry::unix_ms(fx.expiry);
@@ -52,26 +50,18 @@ async fn measure(fx: &Fixture, dir: &std::path::Path) -> Result<Json> {
         // A new version per write, as the store gives one.
         let value = entry::encode(expiry_ms, scs_core::new_version(), &fx.data);
         async move {
-            tokio::task::spawn_blocking(move || -> Result<()> {
+            blocking(move || {
                 tree.insert(key, value)?;
                 Ok(())
             })
-            .await?
+            .await
         }
     };
     let s = &store;
-    let find = compare(
-        fx.ops,
-        |i| async move {
-            std::hint::black_box(s.find(fx.key(i)).await?);
-            Ok(())
-        },
+    let (find, commit) = against(
+        fx,
+        s,
         |i| raw_find(fx.key(i).to_owned()),
-    )
-    .await?;
-    let commit = compare(
-        fx.ops,
-        |i| async move { Ok(s.commit(fx.key(i), &fx.data, fx.expiry).await?) },
         |i| raw_commit(fx.key(i).to_owned()),
     )
     .await?;

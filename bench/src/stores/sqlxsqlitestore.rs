@@ -73,18 +73,10 @@ async fn measure(fx: &Fixture, path: &std::path::Path) -> Result<Json> {
     fx.fill(&store).await?;
     let conn: Mutex<SqliteConnection> = Mutex::new(options.connect().await?);
     let (s, c, pool) = (&store, &conn, store.pool());
-    let find = compare(
-        fx.ops,
-        |i| async move {
-            std::hint::black_box(s.find(fx.key(i)).await?);
-            Ok(())
-        },
+    let (find, commit) = against(
+        fx,
+        s,
         |i| async move { find_on(&mut *c.lock().await, fx.key(i)).await },
-    )
-    .await?;
-    let commit = compare(
-        fx.ops,
-        |i| async move { Ok(s.commit(fx.key(i), &fx.data, fx.expiry).await?) },
         |i| async move { commit_on(&mut *c.lock().await, fx.key(i), fx).await },
     )
     .await?;
