@@ -238,8 +238,9 @@ fn check_url(url: &str) -> Result<()> {
 }
 
 /// How long a pooled connection may sit idle before [`SeaOrmStore::from_url`]'s pool pings
-/// it on checkout: long enough that a busy pool never pings, short enough that a connection
-/// a server, proxy or firewall dropped while idle is found before a statement meets it.
+/// it on checkout: long enough that a busy pool never pings, well under the minutes after
+/// which proxies and firewalls drop idle connections. A connection that broke sooner fails
+/// its statement, and sqlx closes it.
 pub const IDLE_BEFORE_PING: Duration = Duration::from_secs(10);
 
 /// The options [`SeaOrmStore::from_url`] connects with.
@@ -275,7 +276,7 @@ impl SeaOrmStore {
     /// Connects (`postgres://`, `mysql://`, `mariadb://` or `sqlite:`) with SeaORM's default
     /// options but one: a pooled connection is pinged before use only once it has sat idle
     /// for [`IDLE_BEFORE_PING`] (SeaORM's default pings before every statement, a second
-    /// round trip on each store call; a connection in steady use is known to be alive).
+    /// round trip on each store call).
     /// Builds a store with the defaults (see [`new`](Self::new)).
     ///
     /// # Errors
