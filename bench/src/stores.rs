@@ -329,6 +329,43 @@ impl Proxy {
         Ok(Self { port, trips })
     }
 
+    /// Round trips per `find` and per `commit` through this proxy, of `store` and of the
+    /// raw driver's `raw_find` and `raw_commit` (each also pointed at it):
+    /// `{find: [store, raw], commit: [store, raw]}`, over 500 calls at most.
+    async fn trips<S, RF, RFF, RC, RCF>(
+        &self,
+        fx: &Fixture,
+        store: &S,
+        raw_find: RF,
+        raw_commit: RC,
+    ) -> Result<Json>
+    where
+        S: Store,
+        RF: FnMut(usize) -> RFF,
+        RFF: Future<Output = Result<()>>,
+        RC: FnMut(usize) -> RCF,
+        RCF: Future<Output = Result<()>>,
+    {
+        let n = fx.ops.min(500);
+        Ok(json!({
+            "find": [
+                self.per_call(n, |i| async move {
+                    std::hint::black_box(store.find(fx.key(i)).await?);
+                    Ok(())
+                })
+                .await?,
+                self.per_call(n, raw_find).await?,
+            ],
+            "commit": [
+                self.per_call(n, |i| async move {
+                    Ok(store.commit(fx.key(i), &fx.data, fx.expiry).await?)
+                })
+                .await?,
+                self.per_call(n, raw_commit).await?,
+            ],
+        }))
+    }
+
     /// Round trips per call of `f`, over `n` calls after a few unmeasured ones.
     async fn per_call<F, Fut>(&self, n: usize, mut f: F) -> Result<f64>
     where
@@ -436,16 +473,7 @@ fn in_schema(url: &str, schema: &str) -> String {
 }
 
 /// A proxy in front of the server of `url`, and `url` pointed at it.
-#[cfg_attr(
-    not(any(
-        feature = "pair",
-        feature = "fred",
-        feature = "memcached",
-        feature = "etcd",
-        feature = "nats"
-    )),
-    allow(dead_code)
-)]
+#[cfg_attr(not(feature = "net"), allow(dead_code))]
 async fn proxied(url: &str, default_port: u16) -> Result<(Proxy, String)> {
     let (redirected, upstream) =
         redirect(url, default_port, "127.0.0.1:0").ok_or("bad server URL")?;
@@ -488,17 +516,9 @@ where
     let pinned = pinning.note();
     drop(pinning);
     let (ps, pc, proxy) = through;
-    let n = fx.ops.min(500);
-    let rt = json!({
-        "find": [
-            proxy.per_call(n, |i| async move { ps.find(fx.key(i)).await.map(drop).map_err(Into::into) }).await?,
-            proxy.per_call(n, |i| rf(pc, fx.key(i))).await?,
-        ],
-        "commit": [
-            proxy.per_call(n, |i| async move { Ok(ps.commit(fx.key(i), &fx.data, fx.expiry).await?) }).await?,
-            proxy.per_call(n, |i| rc(pc, fx.key(i))).await?,
-        ],
-    });
+    let rt = proxy
+        .trips(fx, ps, |i| rf(pc, fx.key(i)), |i| rc(pc, fx.key(i)))
+        .await?;
     Ok(json!({ "find": find, "commit": commit, "rt": rt, "pinned": pinned }))
 }
 
@@ -742,22 +762,17 @@ mod redis {
         )
         .await?;
 
-        let (proxied, upstream) = redirect(&url, 6379, "127.0.0.1:0").ok_or("bad Redis URL")?;
-        let proxy = Proxy::start(upstream).await?;
-        let proxied = proxied.replace("127.0.0.1:0", &format!("127.0.0.1:{}", proxy.port));
+        let (proxy, proxied) = proxied(&url, 6379).await?;
         let (ps, pc) = connect(&proxied).await?;
         let (ps, pc) = (&ps, &pc);
-        let n = fx.ops.min(500);
-        let rt = json!({
-            "find": [
-                proxy.per_call(n, |i| async move { ps.find(fx.key(i)).await.map(drop).map_err(Into::into) }).await?,
-                proxy.per_call(n, |i| raw_get(pc, fx.key(i))).await?,
-            ],
-            "commit": [
-                proxy.per_call(n, |i| async move { Ok(ps.commit(fx.key(i), &fx.data, fx.expiry).await?) }).await?,
-                proxy.per_call(n, |i| raw_set(pc, fx.key(i), fx)).await?,
-            ],
-        });
+        let rt = proxy
+            .trips(
+                fx,
+                ps,
+                |i| raw_get(pc, fx.key(i)),
+                |i| raw_set(pc, fx.key(i), fx),
+            )
+            .await?;
         store.clear().await?;
         emit(&json!({
             "part": "store",

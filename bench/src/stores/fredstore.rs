@@ -103,17 +103,14 @@ async fn measure(
     let (proxy, proxied) = proxied(url, 6379).await?;
     let (ps, pc) = connect(&proxied).await?;
     let (ps, pc) = (&ps, &pc);
-    let n = fx.ops.min(500);
-    let rt = json!({
-        "find": [
-            proxy.per_call(n, |i| async move { ps.find(fx.key(i)).await.map(drop).map_err(Into::into) }).await?,
-            proxy.per_call(n, |i| raw_get(pc, fx.key(i))).await?,
-        ],
-        "commit": [
-            proxy.per_call(n, |i| async move { Ok(ps.commit(fx.key(i), &fx.data, fx.expiry).await?) }).await?,
-            proxy.per_call(n, |i| raw_set(pc, fx.key(i), fx)).await?,
-        ],
-    });
+    let rt = proxy
+        .trips(
+            fx,
+            ps,
+            |i| raw_get(pc, fx.key(i)),
+            |i| raw_set(pc, fx.key(i), fx),
+        )
+        .await?;
     pc.quit().await?;
     Ok((find, commit, rt))
 }

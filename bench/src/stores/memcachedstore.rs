@@ -114,16 +114,13 @@ async fn measure(
     let (proxy, proxied) = proxied(url, PORT).await?;
     let (ps, pr) = connect(&proxied).await?;
     let (ps, pr) = (&ps, &pr);
-    let n = fx.ops.min(500);
-    let rt = json!({
-        "find": [
-            proxy.per_call(n, |i| async move { ps.find(fx.key(i)).await.map(drop).map_err(Into::into) }).await?,
-            proxy.per_call(n, |i| raw_get(pr, fx.key(i))).await?,
-        ],
-        "commit": [
-            proxy.per_call(n, |i| async move { Ok(ps.commit(fx.key(i), &fx.data, fx.expiry).await?) }).await?,
-            proxy.per_call(n, |i| raw_set(pr, fx.key(i), fx)).await?,
-        ],
-    });
+    let rt = proxy
+        .trips(
+            fx,
+            ps,
+            |i| raw_get(pr, fx.key(i)),
+            |i| raw_set(pr, fx.key(i), fx),
+        )
+        .await?;
     Ok((find, commit, rt))
 }
