@@ -2,8 +2,8 @@
 //! store sends for a plain `find` / `commit`: `mg <prefix><key> v c`, and
 //! `set <prefix><key>` with the store's value (the expiry in unix ms, 8 bytes big-endian,
 //! then the session bytes) and its `exptime` (whole seconds rounded up, plus one). The
-//! store also takes a connection from its deadpool pool for every call, whose recycle
-//! check sends `version` first: that round trip is the store's, not the raw side's.
+//! store also takes a connection from its deadpool pool for every call; the pool checks a
+//! connection with `version` only once it has sat idle for 10 s, which never happens here.
 
 use scs_memcachedstore::MemcachedStore;
 use scs_memcachedstore::async_memcached::{AsciiProtocol as _, Client, MetaProtocol as _};
@@ -87,8 +87,8 @@ pub(super) async fn run(fx: &Fixture) -> Result<()> {
         "commit": commit,
         "rt": rt,
         "note": "store: MemcachedStore::from_url's pool (deadpool, default size; its recycle \
-            sends `version` on every checkout, so each call is version + mg or version + set: \
-            2 round trips), rebuilt with builder().prefix(..); the store also checks the \
+            sends `version` only for a connection idle 10 s or more, so each call here is one \
+            mg or one set), rebuilt with builder().prefix(..); the store also checks the \
             expiry in the value on find and runs each call under its 3 s timeout; raw: one \
             Client behind a Mutex; one server process for both sides, not pinned",
     }));

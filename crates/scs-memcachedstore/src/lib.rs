@@ -2,7 +2,9 @@
 
 mod store;
 
-pub use store::{DEFAULT_PREFIX, Manager, MemcachedStore, MemcachedStoreBuilder, Pool};
+pub use store::{
+    DEFAULT_PREFIX, IDLE_BEFORE_PING, Manager, MemcachedStore, MemcachedStoreBuilder, Pool,
+};
 
 /// The async-memcached crate this store talks to memcached with (its `Client` is what the
 /// [`Pool`] holds).

@@ -38,27 +38,59 @@ const DEFAULT_PORT: u16 = 11211;
 // ---------------------------------------------------------------------------------------
 // The pool
 
+/// How long a pooled connection may sit idle before [`Manager`] checks it with `version`
+/// on checkout (unless [`Manager::idle_before_ping`] sets another): long enough that a busy
+/// pool never pings, well under the minutes after which proxies and firewalls drop idle
+/// connections. A connection that broke sooner fails its one command, is closed by
+/// async-memcached, and is never handed out again.
+pub const IDLE_BEFORE_PING: Duration = Duration::from_secs(10);
+
 /// A [`deadpool`] manager of [`async_memcached::Client`] connections, for a [`Pool`].
 ///
-/// A connection that was closed by an interrupted operation (a timeout, a cancelled
-/// request), or that does not answer `version` when it is taken from the pool, is dropped
-/// instead of being handed out again.
+/// A connection that was closed by an incomplete operation (an I/O error, a timeout, a
+/// cancelled request) is dropped instead of being handed out again. One that has sat idle
+/// for [`IDLE_BEFORE_PING`] or more is checked with `version` first; a busy connection is
+/// handed out without a round trip of its own.
 pub struct Manager {
     dsn: String,
+    idle_before_ping: Duration,
 }
 
 impl Manager {
     /// A manager connecting to `dsn`, in the form async-memcached takes:
     /// `tcp://host:port`, `host:port` or `unix:///path/to/socket`.
     pub fn new(dsn: impl Into<String>) -> Self {
-        Self { dsn: dsn.into() }
+        Self {
+            dsn: dsn.into(),
+            idle_before_ping: IDLE_BEFORE_PING,
+        }
+    }
+
+    /// How long a connection may sit idle before it is checked with `version` on checkout
+    /// (default [`IDLE_BEFORE_PING`]). [`Duration::ZERO`] checks it on every checkout: one
+    /// more round trip per store call.
+    ///
+    /// ```
+    /// use scs_memcachedstore::Manager;
+    /// use std::time::Duration;
+    ///
+    /// let manager = Manager::new("tcp://127.0.0.1:11211").idle_before_ping(Duration::ZERO);
+    /// # let _ = manager;
+    /// ```
+    #[must_use]
+    pub fn idle_before_ping(mut self, idle: Duration) -> Self {
+        self.idle_before_ping = idle;
+        self
     }
 }
 
 impl std::fmt::Debug for Manager {
     // memcached's text protocol has no credentials, so the address is no secret.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Manager").field("dsn", &self.dsn).finish()
+        f.debug_struct("Manager")
+            .field("dsn", &self.dsn)
+            .field("idle_before_ping", &self.idle_before_ping)
+            .finish()
     }
 }
 
@@ -70,17 +102,20 @@ impl managed::Manager for Manager {
         Client::new(&self.dsn).await
     }
 
-    async fn recycle(&self, conn: &mut Client, _: &Metrics) -> RecycleResult<McError> {
-        // async-memcached closes a connection whose operation did not complete (its reply
-        // would otherwise answer the next request); such a connection is never reused.
+    async fn recycle(&self, conn: &mut Client, metrics: &Metrics) -> RecycleResult<McError> {
+        // async-memcached closes a connection whose operation did not complete (an I/O
+        // error, a cancelled call: its reply would otherwise answer the next request); such
+        // a connection is never reused.
         if conn.is_closed() {
             return Err(RecycleError::message(
                 "the connection was closed by an incomplete operation",
             ));
         }
-        // A round trip before reuse: a connection the server or network dropped is
-        // replaced here instead of failing (or half-sending) the caller's command.
-        conn.version().await?;
+        // A connection idle for a while may have been dropped by the server or the network
+        // meanwhile: a round trip replaces it here instead of failing the caller's command.
+        if metrics.last_used() >= self.idle_before_ping {
+            conn.version().await?;
+        }
         Ok(())
     }
 }
@@ -167,8 +202,8 @@ impl MemcachedStore {
     /// with `version`.
     ///
     /// The pool has deadpool's default size; connecting times out after 5 s, the `version`
-    /// check of a pooled connection after 3 s, and waiting for a free pooled connection
-    /// after 5 s. Build a [`Pool`] yourself and use
+    /// check of a pooled connection idle for [`IDLE_BEFORE_PING`] after 3 s, and waiting
+    /// for a free pooled connection after 5 s. Build a [`Pool`] yourself and use
     /// [`new`](Self::new) or [`builder`](Self::builder) for other settings.
     ///
     /// # Errors
