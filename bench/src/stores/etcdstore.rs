@@ -1,14 +1,12 @@
 //! etcd, through `scs-etcdstore`, next to the same etcd-client `Client` used by hand.
 //!
-//! The store's `find` is one range get of `<prefix><key>`; its `commit` is a lease grant,
-//! a transaction (a keys-only get of the key, for the lease it replaces, and a put with the
-//! new lease) and a revoke of the replaced lease. The raw side does what an application
-//! writing "this key with this TTL" on etcd-client does: a get, and a lease grant plus a
-//! put with that lease, leaving the replaced lease to run out (as Go scs's etcdstore does).
-//! Both sides write the store's value layout (the 8-byte big-endian expiry, then the
-//! session bytes) under prefixes of the same length, so that the requests are the same
-//! size; the raw side keeps to its own prefix so the store never revokes its leases. The
-//! raw side's leases are revoked at the end, untimed.
+//! The store's `find` is one range get of `<prefix><key>`; its `commit` is one put with the
+//! lease it keeps for the expiry's second (granted by the first commit of that second). The
+//! raw side does the same by hand on etcd-client: a get, and a put with one lease it
+//! granted for the fixture's expiry. Both sides write the store's value layout (the 8-byte
+//! big-endian expiry, then the session bytes) under prefixes of the same length, so that
+//! the requests are the same size. Every fixture session has the same expiry, so after the
+//! warm-up neither side grants again. The raw side's leases are revoked at the end, untimed.
 
 use scs_etcdstore::EtcdStore;
 use scs_etcdstore::etcd_client::{Client, DeleteOptions, PutOptions};
@@ -29,9 +27,10 @@ async fn open(url: &str) -> Result<EtcdStore> {
 }
 
 /// A driver client of its own (one more HTTP/2 connection), connected with the store's
-/// settings, and the leases it granted, shared with the proxied one.
+/// settings; the lease its puts use; and the leases granted, shared with the proxied one.
 struct Raw {
     client: Client,
+    lease: tokio::sync::OnceCell<i64>,
     leases: Arc<std::sync::Mutex<Vec<i64>>>,
 }
 
@@ -40,7 +39,11 @@ impl Raw {
     /// and sets the timeouts exactly as for the store; the bench then uses the bare client.
     async fn connect(url: &str, leases: Arc<std::sync::Mutex<Vec<i64>>>) -> Result<Self> {
         let client = EtcdStore::from_url(url).await?.client().clone();
-        Ok(Self { client, leases })
+        Ok(Self {
+            client,
+            lease: tokio::sync::OnceCell::new(),
+            leases,
+        })
     }
 
     /// Deletes the raw side's keys and revokes every lease it granted (those that already
@@ -75,11 +78,17 @@ async fn raw_get(raw: &Raw, key: &str) -> Result<()> {
 
 async fn raw_put(raw: &Raw, key: &str, fx: &Fixture) -> Result<()> {
     let expiry = millis(fx.expiry);
-    let now = millis(OffsetDateTime::now_utc());
-    // Whole seconds, rounded up, as the store's lease.
-    let ttl = i64::try_from(expiry.saturating_sub(now).div_ceil(1000).max(1))?;
-    let lease = raw.client.lease_client().grant(ttl, None).await?.id();
-    raw.leases.lock().map_err(|_| "poisoned")?.push(lease);
+    let lease = *raw
+        .lease
+        .get_or_try_init(|| async {
+            let now = millis(OffsetDateTime::now_utc());
+            // Whole seconds, rounded up, as the store's lease.
+            let ttl = i64::try_from(expiry.saturating_sub(now).div_ceil(1000).max(1))?;
+            let lease = raw.client.lease_client().grant(ttl, None).await?.id();
+            raw.leases.lock().map_err(|_| "poisoned")?.push(lease);
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(lease)
+        })
+        .await?;
     let value = [&expiry.to_be_bytes()[..], &fx.data].concat();
     raw.client
         .kv_client()
@@ -108,15 +117,15 @@ pub(super) async fn run(fx: &Fixture) -> Result<()> {
         "part": "store",
         "store": "etcd",
         "status": "ok",
-        "raw": "etcd-client Client: Range get / LeaseGrant + Put with the lease",
+        "raw": "etcd-client Client: Range get / Put with a lease granted once",
         "find": find,
         "commit": commit,
         "rt": rt,
         "note": "store: EtcdStore::from_url, prefix scs-bench:s:; find = 1 Range; commit = \
-            LeaseGrant + Txn [keys-only Range, Put with lease] + LeaseRevoke of the replaced \
-            lease (3 unary calls); raw commit = LeaseGrant + Put (2 unary calls), its replaced \
-            leases left to run out (revoked at the end, untimed); both write the 8-byte expiry \
-            + session bytes; rt counts more than the unary calls (1, 1 / 3, 2): etcd's gRPC \
+            1 Put with the store's lease for the expiry's second (a LeaseGrant only for the \
+            first commit of a second: every fixture session has one expiry, so none after the \
+            warm-up); raw commit = 1 Put with a lease granted once; both write the 8-byte \
+            expiry + session bytes; rt can count more than the unary calls (1, 1): etcd's gRPC \
             server (grpc-go, BDP estimation on) answers every request with a WINDOW_UPDATE and \
             a PING, and the client's PING ack is a write of its own, an extra trip whenever the \
             PING arrives in a read before the reply (the caller never waits for it); no \

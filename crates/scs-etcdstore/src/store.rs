@@ -1,4 +1,5 @@
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use etcd_client::{
@@ -9,6 +10,7 @@ use scs_core::time::OffsetDateTime;
 use scs_core::{
     Capabilities, Entry, Error, ErrorKind, IterableStore, Record, Result, Store, async_trait,
 };
+use tokio::sync::OnceCell;
 
 use crate::BACKEND;
 
@@ -21,15 +23,19 @@ const PAGE: i64 = 256;
 /// Timeouts [`EtcdStore::from_url`] sets.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most leases a store keeps at hand (one per second in which sessions expire): past
+/// it, the soonest to run out is forgotten (and granted anew if a session needs it again).
+const MAX_LEASES: usize = 4096;
 
 /// A session store on etcd (v3 API), through an [`etcd_client::Client`]. It answers Go
 /// scs's `etcdstore`.
 ///
 /// Each session is one key, `<prefix><store key>`, holding the session's expiry (unix
-/// milliseconds, 8 bytes big-endian) followed by the session bytes, attached to a lease of
-/// its own: etcd deletes the key when the lease runs out, so there is no cleanup task.
-/// Leases count whole seconds; the expiry in the value is checked on every read, so a
-/// session is never returned past its expiry.
+/// milliseconds, 8 bytes big-endian) followed by the session bytes, attached to a lease:
+/// etcd deletes the key when the lease runs out, so there is no cleanup task. Sessions that
+/// expire within the same second share one lease, granted by the first commit that needs
+/// it, so a commit is a single request. Leases count whole seconds; the expiry in the value
+/// is checked on every read, so a session is never returned past its expiry.
 ///
 /// Versions ([`Store::find_record`], [`Store::commit_if`]) are the key's `mod_revision`,
 /// compared in a transaction.
@@ -56,6 +62,7 @@ pub struct EtcdStore {
 struct Inner {
     client: Client,
     prefix: String,
+    leases: Leases,
 }
 
 impl EtcdStore {
@@ -126,19 +133,13 @@ impl EtcdStore {
         self.inner.count("counting the sessions").await
     }
 
-    /// Deletes every key under this store's prefix and revokes their leases: signs everyone
-    /// out. Returns how many keys went.
+    /// Deletes every key under this store's prefix, in one request: signs everyone out.
+    /// Returns how many keys went. The leases stay, holding no key, until they run out.
     ///
     /// # Errors
-    /// A connection or request error; keys deleted before it stay deleted.
+    /// A connection or request error.
     pub async fn clear(&self) -> Result<usize> {
         const WHAT: &str = "deleting every session";
-        let mut leases = Vec::new();
-        self.inner
-            .scan(WHAT, true, |kv| {
-                leases.push(kv.lease());
-            })
-            .await?;
         let deleted = self
             .inner
             .kv()
@@ -149,9 +150,6 @@ impl EtcdStore {
             .await
             .map_err(|e| etcd_error(WHAT, e))?
             .deleted();
-        for lease in leases {
-            self.inner.revoke(lease).await;
-        }
         Ok(usize::try_from(deleted).unwrap_or(0))
     }
 }
@@ -209,6 +207,7 @@ impl EtcdStoreBuilder {
             inner: Arc::new(Inner {
                 client: self.client,
                 prefix: self.prefix,
+                leases: Leases::default(),
             }),
         }
     }
@@ -290,20 +289,12 @@ impl Inner {
     }
 
     /// Calls `f` with every key-value under the prefix, a page at a time, in key order.
-    async fn scan(
-        &self,
-        what: &'static str,
-        keys_only: bool,
-        mut f: impl FnMut(&KeyValue),
-    ) -> Result<()> {
+    async fn scan(&self, what: &'static str, mut f: impl FnMut(&KeyValue)) -> Result<()> {
         let end = prefix_end(self.prefix.as_bytes());
         let mut start = self.prefix.as_bytes().to_vec();
         let mut kv = self.kv();
         loop {
-            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
-            if keys_only {
-                options = options.with_keys_only();
-            }
+            let options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
             let resp = kv
                 .get(start.clone(), Some(options))
                 .await
@@ -320,35 +311,43 @@ impl Inner {
         }
     }
 
-    /// Revokes a lease this store granted for a key that was replaced or deleted. Best
-    /// effort: a lease that already ran out is fine, and one that could not be revoked
-    /// holds no key and runs out by itself.
-    async fn revoke(&self, lease: i64) {
-        if lease == 0 {
-            return;
-        }
-        if let Err(e) = self.client.lease_client().revoke(lease).await {
-            tracing::debug!(backend = BACKEND, lease, error = %e, "revoking a replaced session's lease failed; it runs out by itself");
-        }
+    /// The lease for keys expiring at `expiry` (unix ms): the one this store granted for
+    /// that second, or a new one. Concurrent callers wait for one grant.
+    async fn lease(&self, what: &'static str, expiry: u64, now: u64) -> Result<(u64, i64)> {
+        let second = expiry.div_ceil(1000);
+        let cell = self.leases.cell(second, now / 1000);
+        let lease = cell
+            .get_or_try_init(|| async {
+                let ttl = lease_ttl(second * 1000, now_millis());
+                let granted = self.client.lease_client().grant(ttl, None).await;
+                granted.map(|r| r.id()).map_err(|e| etcd_error(what, e))
+            })
+            .await?;
+        Ok((second, *lease))
     }
 
-    /// Runs `op` on `key` in one transaction with a keys-only read of the key before it,
-    /// and returns the lease the key had (0 for none).
-    async fn with_previous_lease(&self, what: &'static str, key: String, op: TxnOp) -> Result<i64> {
-        let txn = Txn::new().and_then(vec![
-            TxnOp::get(key, Some(GetOptions::new().with_keys_only())),
-            op,
-        ]);
-        let resp = self.kv().txn(txn).await.map_err(|e| etcd_error(what, e))?;
-        let lease = resp
-            .op_responses()
-            .into_iter()
-            .find_map(|r| match r {
-                TxnOpResponse::Get(get) => Some(get.kvs().first().map_or(0, KeyValue::lease)),
-                _ => None,
-            })
-            .unwrap_or(0);
-        Ok(lease)
+    /// Runs `request` with the lease for `expiry`, and once more with a new lease when etcd
+    /// no longer knows the one at hand (revoked by someone else, or run out early because
+    /// the server's clock is ahead of ours).
+    async fn with_lease<T, F>(
+        &self,
+        what: &'static str,
+        expiry: u64,
+        now: u64,
+        mut request: impl FnMut(i64) -> F,
+    ) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let (second, lease) = self.lease(what, expiry, now).await?;
+        match request(lease).await {
+            Err(e) if lease_not_found(&e) => {
+                self.leases.forget(second, lease);
+                let (_, lease) = self.lease(what, expiry, now).await?;
+                request(lease).await.map_err(|e| etcd_error(what, e))
+            }
+            result => result.map_err(|e| etcd_error(what, e)),
+        }
     }
 
     /// The live session under `key` with its expiry and version (the key's mod revision),
@@ -391,29 +390,6 @@ impl Inner {
         let expiry = expiry_millis(expiry);
         let now = now_millis();
         let full = self.key(key);
-        // The write (a delete when the expiry is already past: never a key without a
-        // lease), after a keys-only read of the key for the lease it replaces.
-        let (lease, write) = if expiry <= now {
-            (0, TxnOp::delete(full.clone(), None))
-        } else {
-            let lease = self
-                .client
-                .lease_client()
-                .grant(lease_ttl(expiry, now), None)
-                .await
-                .map_err(|e| etcd_error(WHAT, e))?
-                .id();
-            let put = TxnOp::put(
-                full.clone(),
-                encode(expiry, data),
-                Some(PutOptions::new().with_lease(lease)),
-            );
-            (lease, put)
-        };
-        let ops = vec![
-            TxnOp::get(full.clone(), Some(GetOptions::new().with_keys_only())),
-            write,
-        ];
         // The value starts with the expiry, big-endian, so it sorts below `now + 1` exactly
         // when the session has expired (a value compare is false for a missing key).
         let expired = Compare::value(
@@ -421,7 +397,7 @@ impl Inner {
             CompareOp::Less,
             now.saturating_add(1).to_be_bytes().to_vec(),
         );
-        let txn = match expected {
+        let txn = |write: TxnOp| match expected {
             // At the expected revision and not expired.
             Some(revision) => Txn::new()
                 .when([Compare::mod_revision(
@@ -429,34 +405,42 @@ impl Inner {
                     CompareOp::Equal,
                     revision,
                 )])
-                .and_then([TxnOp::txn(Txn::new().when([expired]).or_else(ops))]),
+                .and_then([TxnOp::txn(
+                    Txn::new().when([expired.clone()]).or_else([write]),
+                )]),
             // Absent, or present and expired.
             None => Txn::new()
                 .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
-                .and_then(ops.clone())
-                .or_else([TxnOp::txn(Txn::new().when([expired]).and_then(ops))]),
+                .and_then([write.clone()])
+                .or_else([TxnOp::txn(
+                    Txn::new().when([expired.clone()]).and_then([write]),
+                )]),
         };
-        let resp = match self.kv().txn(txn).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                self.revoke(lease).await;
-                return Err(etcd_error(WHAT, e));
-            }
+        let resp = if expiry <= now {
+            // Already expired: a delete, never a key without a lease.
+            let write = TxnOp::delete(full.clone(), None);
+            self.kv()
+                .txn(txn(write))
+                .await
+                .map_err(|e| etcd_error(WHAT, e))?
+        } else {
+            self.with_lease(WHAT, expiry, now, |lease| {
+                let write = TxnOp::put(
+                    full.clone(),
+                    encode(expiry, data),
+                    Some(PutOptions::new().with_lease(lease)),
+                );
+                let mut kv = self.kv();
+                let txn = txn(write);
+                async move { kv.txn(txn).await }
+            })
+            .await?
         };
-        match written(&resp) {
-            Some(previous) => {
-                // As in commit: the replaced version's lease holds no key any more.
-                if previous != lease {
-                    self.revoke(previous).await;
-                }
-                let revision = resp.header().map_or(0, |h| h.revision());
-                Ok(Some(u64::try_from(revision).unwrap_or(0)))
-            }
-            None => {
-                self.revoke(lease).await;
-                Ok(None)
-            }
+        if !written(&resp) {
+            return Ok(None);
         }
+        let revision = resp.header().map_or(0, |h| h.revision());
+        Ok(Some(u64::try_from(revision).unwrap_or(0)))
     }
 
     async fn commit(&self, key: &str, data: &[u8], expiry: OffsetDateTime) -> Result<()> {
@@ -467,48 +451,32 @@ impl Inner {
             // Already expired: remove what is there, never write a key without a lease.
             return self.delete(key).await;
         }
-        let lease = self
-            .client
-            .lease_client()
-            .grant(lease_ttl(expiry, now), None)
-            .await
-            .map_err(|e| etcd_error(WHAT, e))?
-            .id();
-        let put = TxnOp::put(
-            self.key(key),
-            encode(expiry, data),
-            Some(PutOptions::new().with_lease(lease)),
-        );
-        match self.with_previous_lease(WHAT, self.key(key), put).await {
-            // The replaced version's lease now holds no key: revoke it rather than let one
-            // lease per commit pile up until they run out.
-            Ok(previous) => {
-                if previous != lease {
-                    self.revoke(previous).await;
-                }
-                Ok(())
+        let full = self.key(key);
+        self.with_lease(WHAT, expiry, now, |lease| {
+            let (mut kv, key, value) = (self.kv(), full.clone(), encode(expiry, data));
+            async move {
+                kv.put(key, value, Some(PutOptions::new().with_lease(lease)))
+                    .await
             }
-            Err(e) => {
-                self.revoke(lease).await;
-                Err(e)
-            }
-        }
+        })
+        .await
+        .map(drop)
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
         const WHAT: &str = "deleting a session";
-        let previous = self
-            .with_previous_lease(WHAT, self.key(key), TxnOp::delete(self.key(key), None))
-            .await?;
-        self.revoke(previous).await;
-        Ok(())
+        self.kv()
+            .delete(self.key(key), None)
+            .await
+            .map_err(|e| etcd_error(WHAT, e))
+            .map(drop)
     }
 
     async fn all(&self) -> Result<Vec<Entry>> {
         const WHAT: &str = "listing the sessions";
         let now = now_millis();
         let mut out = Vec::new();
-        self.scan(WHAT, false, |kv| {
+        self.scan(WHAT, |kv| {
             // Keys that are not UTF-8, or values too short to hold an expiry, were not
             // written by this store: skipped, like expired ones.
             let Some(key) = std::str::from_utf8(kv.key())
@@ -529,22 +497,58 @@ impl Inner {
 }
 
 /// Whether a transaction of [`Inner::commit_if`] wrote (its put or delete ran, at any
-/// depth), and if so the lease the key had before (0 for none).
-fn written(resp: &TxnResponse) -> Option<i64> {
-    let mut lease = 0;
-    let mut wrote = false;
-    for op in resp.op_responses() {
-        match op {
-            TxnOpResponse::Get(get) => lease = get.kvs().first().map_or(0, KeyValue::lease),
-            TxnOpResponse::Put(_) | TxnOpResponse::Delete(_) => wrote = true,
-            TxnOpResponse::Txn(inner) => {
-                if let Some(previous) = written(&inner) {
-                    return Some(previous);
-                }
-            }
+/// depth).
+fn written(resp: &TxnResponse) -> bool {
+    resp.op_responses().into_iter().any(|op| match op {
+        TxnOpResponse::Put(_) | TxnOpResponse::Delete(_) => true,
+        TxnOpResponse::Txn(inner) => written(&inner),
+        TxnOpResponse::Get(_) => false,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared leases
+
+/// The leases of one store's keys, by the second in which their sessions expire: granted by
+/// the first commit that needs one and used by every later commit with an expiry in that
+/// second. Seconds that have passed are dropped as new ones come in (their leases have run
+/// out), and at most [`MAX_LEASES`] are kept.
+#[derive(Default)]
+struct Leases {
+    by_second: Mutex<BTreeMap<u64, Arc<OnceCell<i64>>>>,
+}
+
+impl Leases {
+    /// The lease for keys expiring in `second` (unix seconds), granted or still to grant.
+    fn cell(&self, second: u64, now: u64) -> Arc<OnceCell<i64>> {
+        // A panic while holding the map cannot leave it inconsistent: every change is one
+        // call on it.
+        let mut map = self
+            .by_second
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(cell) = map.get(&second) {
+            return Arc::clone(cell);
+        }
+        // Leases whose second has passed have run out: keep the rest.
+        *map = map.split_off(&now.saturating_add(1));
+        while map.len() >= MAX_LEASES {
+            map.pop_first();
+        }
+        Arc::clone(map.entry(second).or_default())
+    }
+
+    /// Forgets `lease` for `second`, which etcd no longer knows; the next caller grants
+    /// another. A lease granted meanwhile by a concurrent caller stays.
+    fn forget(&self, second: u64, lease: i64) {
+        let mut map = self
+            .by_second
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if map.get(&second).and_then(|cell| cell.get()) == Some(&lease) {
+            map.remove(&second);
         }
     }
-    wrote.then_some(lease)
 }
 
 /// The first key after every key that starts with `prefix` (etcd's `range_end` for a
@@ -674,6 +678,12 @@ fn config_error(message: impl Into<std::borrow::Cow<'static, str>>) -> Error {
     Error::new(ErrorKind::Config, message).with_backend(BACKEND)
 }
 
+/// Whether etcd refused a request because the lease it names does not exist (any more).
+fn lease_not_found(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if s.code() == tonic::Code::NotFound && s.message().contains("lease not found"))
+}
+
 fn etcd_error(what: &'static str, e: etcd_client::Error) -> Error {
     use etcd_client::Error as E;
     use tonic::Code;
@@ -800,41 +810,103 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn replaced_and_deleted_sessions_give_their_leases_back() {
+    async fn sessions_expiring_in_one_second_share_a_lease() {
         let Some(store) = server_store().await else {
             return;
         };
         let hour = OffsetDateTime::now_utc() + Duration::from_secs(3600);
-        store.commit("k", b"one", hour).await.unwrap();
-        let first = lease_of(&store, "k").await;
-        assert!(first != 0 && lease_ttl_left(&store, first).await > 3500);
-        store.commit("k", b"two", hour).await.unwrap();
-        let second = lease_of(&store, "k").await;
-        assert_ne!(second, first);
-        assert_eq!(
-            lease_ttl_left(&store, first).await,
-            -1,
-            "the replaced lease is revoked"
-        );
-        store.delete("k").await.unwrap();
-        assert_eq!(
-            lease_ttl_left(&store, second).await,
-            -1,
-            "the deleted key's lease is revoked"
-        );
-
         store.commit("a", b"a", hour).await.unwrap();
+        store.commit("b", b"b", hour).await.unwrap();
         let lease = lease_of(&store, "a").await;
-        assert_eq!(store.clear().await.unwrap(), 1);
-        assert_eq!(
-            lease_ttl_left(&store, lease).await,
-            -1,
-            "clear revokes the leases"
-        );
+        assert_ne!(lease, 0);
+        assert_eq!(lease_of(&store, "b").await, lease);
+        // The lease runs at least as long as the sessions on it.
+        assert!(lease_ttl_left(&store, lease).await >= 3599);
+        store.commit("a", b"a2", hour).await.unwrap();
+        assert_eq!(lease_of(&store, "a").await, lease);
+
+        // Another second, another lease.
+        let later = hour + Duration::from_secs(5);
+        store.commit("c", b"c", later).await.unwrap();
+        let other = lease_of(&store, "c").await;
+        assert_ne!(other, lease);
+        assert!(lease_ttl_left(&store, other).await >= 3604);
+
+        // Deleting or moving one session leaves the others on its lease alone.
+        store.delete("a").await.unwrap();
+        store.commit("b", b"b2", later).await.unwrap();
+        assert_eq!(lease_of(&store, "b").await, other);
+        assert!(lease_ttl_left(&store, lease).await > 0);
+        assert_eq!(store.find("c").await.unwrap().as_deref(), Some(&b"c"[..]));
+        assert_eq!(store.find("b").await.unwrap().as_deref(), Some(&b"b2"[..]));
+        assert_eq!(store.clear().await.unwrap(), 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn compare_and_set_commits_use_mod_revisions_and_give_leases_back() {
+    async fn a_lease_etcd_no_longer_knows_is_granted_anew() {
+        let Some(store) = server_store().await else {
+            return;
+        };
+        let hour = OffsetDateTime::now_utc() + Duration::from_secs(3600);
+        store.commit("a", b"a", hour).await.unwrap();
+        let lease = lease_of(&store, "a").await;
+        // Someone else revokes it (which deletes its keys).
+        store.client().lease_client().revoke(lease).await.unwrap();
+        assert_eq!(store.find("a").await.unwrap(), None);
+
+        store.commit("b", b"b", hour).await.unwrap();
+        let renewed = lease_of(&store, "b").await;
+        assert!(renewed != 0 && renewed != lease);
+        assert_eq!(store.find("b").await.unwrap().as_deref(), Some(&b"b"[..]));
+
+        store.client().lease_client().revoke(renewed).await.unwrap();
+        let v = store.commit_if("c", b"c", hour, None).await.unwrap();
+        assert!(v.is_some(), "a conditional commit is retried the same way");
+        assert_eq!(store.find("c").await.unwrap().as_deref(), Some(&b"c"[..]));
+        store.clear().await.unwrap();
+    }
+
+    #[test]
+    fn passed_seconds_are_dropped_and_the_lease_count_is_bounded() {
+        let leases = Leases::default();
+        let cell = leases.cell(100, 50);
+        assert!(cell.set(7).is_ok());
+        assert!(
+            Arc::ptr_eq(&cell, &leases.cell(100, 60)),
+            "one cell a second"
+        );
+        leases.cell(101, 60);
+        // Second 100 has passed by 100: the next new second drops it.
+        leases.cell(102, 100);
+        let seconds = |l: &Leases| {
+            l.by_second
+                .lock()
+                .unwrap()
+                .keys()
+                .copied()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(seconds(&leases), [101, 102]);
+
+        let many = u64::try_from(MAX_LEASES).unwrap();
+        for second in 1000..1000 + many + 10 {
+            leases.cell(second, 0);
+        }
+        let kept = seconds(&leases);
+        assert_eq!(kept.len(), MAX_LEASES);
+        assert_eq!(kept.last(), Some(&(1000 + many + 9)), "the latest are kept");
+
+        // Forgetting needs the lease it holds.
+        let cell = leases.cell(5000, 0);
+        assert!(cell.set(9).is_ok());
+        leases.forget(5000, 8);
+        assert!(Arc::ptr_eq(&cell, &leases.cell(5000, 0)));
+        leases.forget(5000, 9);
+        assert!(!Arc::ptr_eq(&cell, &leases.cell(5000, 0)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compare_and_set_commits_use_mod_revisions() {
         let Some(store) = server_store().await else {
             return;
         };
@@ -867,11 +939,7 @@ mod tests {
             .unwrap();
         assert!(v2 > v1);
         let second = lease_of(&store, "k").await;
-        assert_eq!(
-            lease_ttl_left(&store, first).await,
-            -1,
-            "replaced lease revoked"
-        );
+        assert_eq!(second, first, "same expiry, same lease");
         assert!(
             store
                 .commit_if("k", b"x", hour, Some(v1))
@@ -886,7 +954,7 @@ mod tests {
         );
         assert_eq!(store.find("k").await.unwrap().as_deref(), Some(&b"two"[..]));
 
-        // A past expiry at the current version deletes the key and revokes its lease.
+        // A past expiry at the current version deletes the key.
         let past = OffsetDateTime::now_utc() - Duration::from_secs(1);
         assert!(
             store
@@ -903,7 +971,6 @@ mod tests {
                 .is_some()
         );
         assert_eq!(store.count().await.unwrap(), 0);
-        assert_eq!(lease_ttl_left(&store, second).await, -1);
         store.clear().await.unwrap();
     }
 
