@@ -592,10 +592,11 @@ async fn down<T, E: std::fmt::Display>(
 }
 
 /// The server-side workers behind this run's connections (PostgreSQL backend processes,
-/// MariaDB connection threads), moved for the measurement onto the one core this process
-/// is pinned to, and put back as they were on drop. (Each serves only the bench's own
-/// connection: a PostgreSQL backend ends with it; a MariaDB thread goes back to the
-/// server's thread cache, on the cores it had unless the run was killed before the drop.)
+/// MariaDB connection threads, memcached's threads), moved for the measurement onto the one
+/// core this process is pinned to, and put back as they were on drop. (A PostgreSQL backend
+/// serves only the bench's own connection and ends with it; a MariaDB thread goes back to
+/// the server's thread cache, and memcached's threads serve on, on the cores they had
+/// unless the run was killed before the drop.)
 ///
 /// Left to the kernel, a worker on this process's core answers a statement in about 20 µs
 /// and one on the other core in about 100 µs (the wake-up of an idle virtual CPU), and

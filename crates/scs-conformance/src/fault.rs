@@ -92,6 +92,19 @@ impl Drop for FaultProxy {
     }
 }
 
+/// Finds `key` in `store` through `calls` calls at once, so that a pooled store has that
+/// many connections open for a fault to hit, and returns what each call found.
+///
+/// # Errors
+/// The first call that failed.
+pub async fn find_at_once(
+    store: &dyn scs_core::Store,
+    key: &str,
+    calls: usize,
+) -> scs_core::Result<Vec<Option<Vec<u8>>>> {
+    futures_util::future::try_join_all((0..calls).map(|_| store.find(key))).await
+}
+
 async fn relay(mut client: TcpStream, upstream: String, mut mode: watch::Receiver<Fault>) {
     // New connections wait out a black hole; drop and reset apply at once.
     let mut upstream = loop {

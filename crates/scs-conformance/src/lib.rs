@@ -17,7 +17,7 @@ mod middleware_trials;
 mod store_trials;
 
 pub use counting::{CountingStore, Counts};
-pub use fault::{Fault, FaultProxy};
+pub use fault::{Fault, FaultProxy, find_at_once};
 
 /// The environment variable that turns a missing server into a failure (set in CI).
 pub const REQUIRE_BACKENDS_VAR: &str = "SCS_REQUIRE_BACKENDS";
