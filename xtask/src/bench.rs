@@ -1625,13 +1625,13 @@ fn render(
         w,
         "Latency in µs (p50 / p99) of `find` and `commit` of a live session through the store, \
          next to the same operation sent with the raw driver the store is built on, \
-         interleaved in blocks of 50. For PostgreSQL and MariaDB, the server's workers for \
-         these connections (backend processes, connection threads) are pinned to the bench's \
-         core while timed and put back afterwards: left to the kernel, a worker on the \
-         client's core answered in about 20 µs and one on the other core in about 100 µs, \
-         whichever library sent the statement, so unpinned ratios swung by 3× between runs; \
-         the other servers serve both sides from one process and are not pinned (each row's \
-         note says). Embedded stores run in this process. Round trips counted on the wire by \
+         interleaved in blocks of 50. For PostgreSQL, MariaDB and memcached, the server's \
+         workers for these connections (backend processes, connection threads, memcached's \
+         threads) are pinned to the bench's core while timed and put back afterwards: left to \
+         the kernel, a worker on the client's core answered in about 20 µs and one on the \
+         other core in about 100 µs, whichever library sent the statement, so unpinned ratios \
+         swung by 3× between runs; the other servers serve both sides from one process and \
+         are not pinned (each row's note says). Embedded stores run in this process. Round trips counted on the wire by \
          a relaying proxy on 127.0.0.1 (the client speaking again after the server \
          answered).\n"
     );
