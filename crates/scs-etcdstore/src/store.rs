@@ -843,6 +843,29 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_commits_of_a_second_wait_for_one_grant() {
+        let Some(store) = server_store().await else {
+            return;
+        };
+        let hour = OffsetDateTime::now_utc() + Duration::from_secs(3600);
+        let keys: Vec<String> = (0..16).map(|i| format!("c{i}")).collect();
+        let commits = keys.iter().map(|key| store.commit(key, b"v", hour));
+        for result in futures_util::future::join_all(commits).await {
+            result.unwrap();
+        }
+        let first = lease_of(&store, &keys[0]).await;
+        assert_ne!(first, 0);
+        for key in &keys {
+            assert_eq!(
+                lease_of(&store, key).await,
+                first,
+                "{key} has a lease of its own"
+            );
+        }
+        assert_eq!(store.clear().await.unwrap(), keys.len());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lease_etcd_no_longer_knows_is_granted_anew() {
         let Some(store) = server_store().await else {
             return;
