@@ -68,6 +68,33 @@ impl FaultProxy {
         Ok(Self { addr, mode, accept })
     }
 
+    /// A proxy in front of the server `url` names (its host and port, or its scheme's usual
+    /// port), and `url` pointed at the proxy instead.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> std::io::Result<()> {
+    /// use scs_conformance::FaultProxy;
+    ///
+    /// let (proxy, url) = FaultProxy::in_front_of("postgres://postgres@127.0.0.1/test").await?;
+    /// assert_eq!(url, format!("postgres://postgres@127.0.0.1:{}/test", proxy.addr().port()));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`std::io::ErrorKind::InvalidInput`] for a URL without a host (or an unparsable one),
+    /// or when no loopback port can be bound.
+    pub async fn in_front_of(url: &str) -> std::io::Result<(Self, String)> {
+        let invalid = |what: &str| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what}: {url}"))
+        };
+        let parsed = url::Url::parse(url).map_err(|_| invalid("not a URL"))?;
+        let upstream = upstream_of(&parsed).ok_or_else(|| invalid("no host and port in"))?;
+        let proxy = Self::start(&upstream).await?;
+        let proxied =
+            redirect(&parsed, proxy.addr()).ok_or_else(|| invalid("cannot point at the proxy"))?;
+        Ok((proxy, proxied))
+    }
+
     /// The proxy's address: connect here instead of to the server.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -271,5 +298,17 @@ mod tests {
         assert_eq!(to, "postgres://postgres@127.0.0.1:40000/test");
         let m = url::Url::parse("mongodb://localhost").unwrap();
         assert_eq!(upstream_of(&m).as_deref(), Some("localhost:27017"));
+    }
+
+    #[tokio::test]
+    async fn a_proxy_in_front_of_a_url_and_the_url_pointed_at_it() {
+        let (proxy, url) = FaultProxy::in_front_of("memcache://127.0.0.1")
+            .await
+            .unwrap();
+        assert_eq!(url, format!("memcache://127.0.0.1:{}", proxy.addr().port()));
+        for bad in ["not a url", "unix:///tmp/socket"] {
+            let err = FaultProxy::in_front_of(bad).await.unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{bad}");
+        }
     }
 }

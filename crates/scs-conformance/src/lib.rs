@@ -453,22 +453,15 @@ impl TrialCtx {
     pub(crate) async fn open_proxied(&self) -> anyhow::Result<(Opened, Arc<FaultProxy>)> {
         use anyhow::Context as _;
         let server = self.server.as_deref().context("not a server backend")?;
-        let url =
-            url::Url::parse(server).with_context(|| format!("parsing the server URL {server}"))?;
-        let upstream =
-            fault::upstream_of(&url).with_context(|| format!("no host:port in {server}"))?;
-        let proxy = Arc::new(
-            FaultProxy::start(&upstream)
-                .await
-                .context("starting the fault proxy")?,
-        );
+        let (proxy, proxied) = FaultProxy::in_front_of(server)
+            .await
+            .context("starting the fault proxy")?;
+        let proxy = Arc::new(proxy);
         // Kept until after the teardown, which talks to the server through it.
         self.proxies
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(proxy.clone());
-        let proxied =
-            fault::redirect(&url, proxy.addr()).context("pointing the URL at the proxy")?;
         let opened = self
             .open_opts(StoreOptions {
                 namespace: namespace(),

@@ -18,15 +18,7 @@ async fn a_reset_connection_is_never_handed_out_again() {
         "SCS_POSTGRES_URL",
         "postgres://postgres@127.0.0.1:5432/test",
     );
-    let upstream = url
-        .split_once('@')
-        .map_or(url.as_str(), |(_, rest)| rest)
-        .split('/')
-        .next()
-        .unwrap_or("127.0.0.1:5432")
-        .to_owned();
-    let proxy = FaultProxy::start(&upstream).await.unwrap();
-    let proxied = url.replacen(&upstream, &proxy.addr().to_string(), 1);
+    let (proxy, proxied) = FaultProxy::in_front_of(&url).await.unwrap();
     let table = scs_conformance::namespace();
     let pool = DieselStore::from_url(&proxied).unwrap().pool().clone();
     let store = DieselStore::builder(pool)

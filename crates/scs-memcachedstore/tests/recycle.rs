@@ -16,17 +16,7 @@ use scs_memcachedstore::{Manager, MemcachedStore, Pool, deadpool};
 /// required).
 async fn proxied(idle: Duration) -> Option<(FaultProxy, MemcachedStore)> {
     let url = scs_conformance::env_url("SCS_MEMCACHED_URL", "memcache://127.0.0.1:11211");
-    let upstream = url
-        .split_once("://")
-        .map_or(url.as_str(), |(_, rest)| rest)
-        .trim_end_matches('/')
-        .to_owned();
-    let upstream = if upstream.contains(':') {
-        upstream
-    } else {
-        format!("{upstream}:11211")
-    };
-    let proxy = FaultProxy::start(&upstream).await.unwrap();
+    let (proxy, _) = FaultProxy::in_front_of(&url).await.unwrap();
     let pool =
         Pool::builder(Manager::new(format!("tcp://{}", proxy.addr())).idle_before_ping(idle))
             .runtime(deadpool::Runtime::Tokio1)
